@@ -1,0 +1,1 @@
+"""MiniCity generator, dataset readers, tfds builders and grain pipelines."""

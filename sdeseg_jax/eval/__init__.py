@@ -1,0 +1,1 @@
+"""Evaluators: segmentation (mIoU) and depth metrics."""

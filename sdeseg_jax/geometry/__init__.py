@@ -1,0 +1,1 @@
+"""Camera geometry and differentiable inverse warping (pure jnp, NHWC, fp32)."""

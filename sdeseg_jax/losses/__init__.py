@@ -1,0 +1,1 @@
+"""Loss functions: photometric/SSIM, smoothness, cross-entropy, berHu."""

@@ -1,0 +1,1 @@
+"""DepthMix / ClassMix / CutMix masks, mixing and strong augmentation."""

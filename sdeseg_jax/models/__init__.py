@@ -1,0 +1,1 @@
+"""Flax modules: ResNet encoder, ASPP/U-Net decoders, pose net, joint nets."""

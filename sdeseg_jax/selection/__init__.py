@@ -1,0 +1,1 @@
+"""Automatic selection of images to annotate (diversity + uncertainty)."""

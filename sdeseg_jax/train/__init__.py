@@ -1,0 +1,1 @@
+"""Training engine: state, optimiser, jitted step, checkpoints, loop."""
