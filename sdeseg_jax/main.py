@@ -33,6 +33,17 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, logs and outputs.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() before anything else (multi-host "
+    "GPU/TPU). On TPU pods and SLURM the arguments are auto-detected; "
+    "elsewhere pass --coordinator_address/--num_processes/--process_id.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (multi-host).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "Index of this process (multi-host).")
 
 
 def resolve_mode(mode: str):
@@ -55,6 +66,15 @@ def main(argv):
   if not workdir:
     raise app.UsageError("--workdir is required (where outputs are written).")
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  if _DISTRIBUTED.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value)
+    logging.info("process %d of %d, %d local / %d global devices",
+                 jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
   os.makedirs(workdir, exist_ok=True)
   logging.info("mode=%s workdir=%s", config.mode, workdir)
   run = resolve_mode(config.mode)

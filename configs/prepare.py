@@ -1,0 +1,27 @@
+r"""Mode ``prepare``: one dataset folder -> tfds array_record + statistics.
+
+  python -m sdeseg_jax.main --workdir=/tmp/prep \
+      --config=configs/prepare.py:layout=cityscapes,path=/data/cityscapes
+
+Arguments: ``layout`` (cityscapes | gta5 | synthia | camvid), ``path`` (the
+dataset folder), ``name`` (stream/tfds config name, default the layout),
+``offsets`` (frame offsets separated by "/", e.g. ``-1/0/1``), ``all_frames``
+(every sequence frame with neighbours), ``val_count`` (gta5/synthia).
+"""
+
+from configs import common
+
+VARIANTS = ("layout=gta5,val_count=6", "layout=cityscapes,offsets=-1/0/1")
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, layout="cityscapes", path="", name="",
+                       offsets="0", all_frames=False, val_count=500)
+  config = common.mlc.ConfigDict()
+  config.mode = "prepare"
+  config.prepare_stream = "stream"
+  offsets = tuple(int(o) for o in a.offsets.split("/"))
+  config.data = common.data_config(stream=common.stream_config(
+      a.name or a.layout, a.layout, path=a.path, frame_offsets=offsets,
+      all_frames=a.all_frames, val_count=a.val_count))
+  return config

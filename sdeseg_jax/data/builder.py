@@ -1,0 +1,220 @@
+"""tfds builder that prepares a dataset folder into array_record splits.
+
+One builder class, :class:`SdesegData`, serves every layout; a
+:class:`StreamBuilderConfig` made from a stream config
+(``configs/common.py:stream_config``) names the layout and the reader
+settings. ``manual_dir`` is the dataset folder. Preparation lists and fully
+decodes every frame (``readers.list_samples(check=True)``), checks every
+label id, and stores per sample:
+
+* ``frames``: the encoded bytes of every frame file as found on disk (PNG or
+  JPEG, not re-encoded), ordered by the sorted ``frame_offsets``;
+* ``label``: train ids (uint8 PNG at the label file's resolution), or ``b""``;
+* ``depth``: ground-truth depth as a uint16 PNG, metres = value *
+  ``depth_unit``, 0 = invalid (MiniCity depth as written by the generator;
+  Cityscapes disparity converted to depth with unit 1/256 m), or ``b""``;
+* ``intrinsics`` ``(fx/W, fy/H, cx/W, cy/H)``, ``full_size`` ``(W, H)``,
+  ``image_size`` ``(W, H)`` of the stored frames, ``index``, ``relpath``,
+  ``camera_height``, ``camera_pitch`` (NaN when unknown).
+
+The config name carries a hash of the reader settings and the dataset
+path, so that changing, e.g., ``frame_offsets`` or the folder prepares a new
+dataset rather than reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from sdeseg_jax.data import readers
+from sdeseg_jax.data.readers import DatasetError
+
+VERSION = "1.0.0"
+# Keys of a stream config that change what is stored.
+_READER_KEYS = ("layout", "image_folder", "frame_offsets", "all_frames",
+                "val_count", "intrinsics", "full_res", "sequence_path")
+SPLITS = {"cityscapes": ("train", "val"), "gta5": ("train", "val"),
+          "synthia": ("train", "val"), "camvid": ("train", "val", "test")}
+CITYSCAPES_DEPTH_UNIT = 1.0 / 256.0
+
+
+def reader_settings(stream) -> dict[str, Any]:
+  """The reader-relevant part of a stream config as a JSON-able dict.
+
+  Includes the absolute dataset path, so that two folders prepared under
+  the same stream name never share (stale) files.
+  """
+  out = {"path": os.path.abspath(stream.path) if stream.path else ""}
+  for k in _READER_KEYS:
+    v = stream[k]
+    out[k] = list(v) if isinstance(v, (tuple, list)) else v
+  return out
+
+
+def config_name(stream) -> str:
+  digest = hashlib.sha1(json.dumps(
+      reader_settings(stream), sort_keys=True).encode()).hexdigest()[:8]
+  return f"{stream.name}_{digest}"
+
+
+class StreamBuilderConfig(tfds.core.BuilderConfig):
+  """Builder config holding a stream config's reader settings."""
+
+  def __init__(self, *, stream, **kwargs):
+    settings = reader_settings(stream)
+    super().__init__(name=config_name(stream), version=VERSION,
+                     description=json.dumps(settings, sort_keys=True),
+                     **kwargs)
+    self.stream = stream
+
+
+class SdesegData(tfds.core.GeneratorBasedBuilder):
+  """Cityscapes / GTA5 / Synthia / CamVid folders as array_record splits."""
+
+  VERSION = tfds.core.Version(VERSION)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir is the dataset folder in its real layout (see "
+      "sdeseg_jax/data/readers.py) or a MiniCity output folder.")
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    string = tfds.features.Tensor(shape=(), dtype=np.object_)
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "frames": tfds.features.Sequence(string),
+            "label": string,
+            "depth": string,
+            "depth_unit": tfds.features.Tensor(shape=(), dtype=np.float32),
+            "intrinsics": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+            "full_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+            "image_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+            "index": tfds.features.Tensor(shape=(), dtype=np.int32),
+            "relpath": string,
+            "camera_height": tfds.features.Tensor(shape=(), dtype=np.float32),
+            "camera_pitch": tfds.features.Tensor(shape=(), dtype=np.float32),
+        }),
+        disable_shuffling=True,
+        description="sdeseg_jax dataset; reader settings: "
+        + self.builder_config.description)
+
+  def _split_generators(self, dl_manager):
+    stream = self.builder_config.stream
+    root = os.fspath(dl_manager.manual_dir)
+    splits = SPLITS[stream.layout]
+    # List every split first so that a broken dataset fails before writing.
+    samples = {s: _list(stream, root, s) for s in splits}
+    return {s: self._generate_examples(samples[s], stream.layout)
+            for s in splits if samples[s] is not None}
+
+  def _generate_examples(self, samples, layout):
+    for s in samples:
+      yield s.index, encode_sample(s, layout)
+
+
+def _list(stream, root, split):
+  """Samples of a split; None when the layout has no such split on disk."""
+  cfg = _Override(stream, path=root)
+  try:
+    return readers.list_samples(cfg, split, check=True)
+  except DatasetError as e:
+    # A missing optional split folder (e.g. CamVid test, Cityscapes val of a
+    # train-only MiniCity) is skipped; everything else is an error.
+    if split != "train" and "missing folder" in str(e) and (
+        os.sep + split in str(e)):
+      return None
+    raise
+
+
+class _Override:
+  """Read-only view of a config with a few keys replaced."""
+
+  def __init__(self, base, **kw):
+    self._base, self._kw = base, kw
+
+  def __getattr__(self, k):
+    if k in self._kw:
+      return self._kw[k]
+    return getattr(self._base, k)
+
+
+def _png(a: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(a).save(buf, format="PNG", compress_level=1)
+  return buf.getvalue()
+
+
+def encode_sample(s: readers.Sample, layout: str) -> dict[str, Any]:
+  """The stored record of one sample (see the module docstring)."""
+  frames = [readers.read_image_bytes(f) for f in s.frames]
+  sizes = set()
+  for f in s.frames:
+    with Image.open(f) as im:
+      sizes.add(im.size)
+  if len(sizes) != 1:
+    raise DatasetError(
+        f"frames of {s.relpath} have different sizes {sorted(sizes)}: "
+        f"{s.frames}")
+  label = b""
+  if s.label:
+    label = _png(readers.load_train_ids(s.label, layout))
+  depth, unit = b"", 0.0
+  if s.depth:
+    readers.check_image(s.depth)
+    with Image.open(s.depth) as im:
+      raw = np.asarray(im)
+    if raw.dtype not in (np.uint16, np.int32) or raw.ndim != 2:
+      raise DatasetError(
+          f"{s.depth}: expected a single-channel 16-bit PNG, got "
+          f"{raw.dtype} {raw.shape}")
+    if s.depth_kind == "cityscapes_disparity":
+      d = readers.disparity_to_depth(raw, s.depth_scale)
+      unit = CITYSCAPES_DEPTH_UNIT
+      depth = _png(np.clip(np.round(d / unit), 0, 65535).astype(np.uint16))
+    else:
+      unit = s.depth_scale
+      depth = readers.read_image_bytes(s.depth)
+  return {
+      "frames": frames, "label": label, "depth": depth,
+      "depth_unit": np.float32(unit),
+      "intrinsics": np.asarray(s.intrinsics, np.float32),
+      "full_size": np.asarray(s.full_size, np.int32),
+      "image_size": np.asarray(sizes.pop(), np.int32),
+      "index": np.int32(s.index), "relpath": s.relpath,
+      "camera_height": np.float32(s.camera_height),
+      "camera_pitch": np.float32(s.camera_pitch),
+  }
+
+
+def make_builder(stream, data_dir: str) -> SdesegData:
+  """The builder of a stream config, reading and writing under ``data_dir``."""
+  return SdesegData(config=StreamBuilderConfig(stream=stream),
+                    data_dir=data_dir, file_format="array_record")
+
+
+def prepare(stream, data_dir: str) -> SdesegData:
+  """Prepares the stream's dataset (no-op when already prepared).
+
+  Args:
+    stream: stream config; ``stream.path`` is the dataset folder.
+    data_dir: tfds data directory.
+
+  Returns:
+    The prepared builder (``builder.as_data_source(split)`` reads it).
+  """
+  if not stream.path:
+    raise DatasetError(
+        f"stream {stream.name!r}: 'path' (dataset folder) is empty")
+  readers._require_dir(stream.path, f"the {stream.layout} dataset folder")
+  builder = make_builder(stream, data_dir)
+  tfds.disable_progress_bar()  # One line per split is enough in logs.
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=stream.path))
+  return builder

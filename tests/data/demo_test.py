@@ -1,0 +1,73 @@
+"""Tests of mode ``demo`` (its data stages) and mode ``prepare``."""
+
+import importlib.util
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+
+from sdeseg_jax import demo
+from sdeseg_jax.data import prepare
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _config(name, arg):
+  spec = importlib.util.spec_from_file_location(
+      "cfg_" + name, os.path.join(_ROOT, "configs", name + ".py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config.lock()
+  return config
+
+
+class DemoTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.workdir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.workdir, ignore_errors=True)
+
+  def test_demo_stages_run_and_resume(self):
+    config = _config("demo", "tiny")
+    logs = []
+    demo.run(config, self.workdir, log=logs.append)
+    text = "\n".join(logs)
+    for name in ("minicity_cityscapes", "minicity_gta5"):
+      self.assertTrue(os.path.isfile(os.path.join(
+          self.workdir, "data", name, "minicity.json")))
+    # Statistics: counts per split, sizes, intrinsics, class frequencies.
+    self.assertIn("train: 4 samples (4 labeled, 4 with depth)", text)
+    self.assertIn("val: 2 samples", text)
+    self.assertIn("image sizes [[64, 32]]", text)
+    self.assertIn("class pixel freq: road", text)
+    self.assertIn("intrinsics", text)
+    stats = [f for f in os.listdir(self.workdir) if f.startswith("stats_")]
+    self.assertLen(stats, 2)
+    # Rerun: generation is skipped, the statistics are the same.
+    logs2 = []
+    demo.run(config, self.workdir, log=logs2.append)
+    self.assertIn("skipped", "\n".join(logs2))
+    self.assertNotIn("MiniCity cityscapes ->", "\n".join(logs2))
+    self.assertEqual([l for l in logs if l.startswith("==")],
+                     [l for l in logs2 if l.startswith("==")])
+
+  def test_prepare_mode(self):
+    config = _config("demo", "tiny")
+    demo.stage_generate(config, self.workdir, log=lambda s: None)
+    path = os.path.join(self.workdir, "data", "minicity_gta5")
+    pconfig = _config("prepare", f"layout=gta5,path={path},val_count=2")
+    stats = prepare.run(pconfig, self.workdir)
+    self.assertEqual((stats["train"]["count"], stats["val"]["count"]),
+                     (4, 2))
+    bad = _config("prepare", "layout=gta5,path=" + os.path.join(
+        self.workdir, "missing"))
+    with self.assertRaisesRegex(ValueError, "missing folder"):
+      prepare.run(bad, self.workdir)
+
+
+if __name__ == "__main__":
+  absltest.main()
