@@ -57,7 +57,10 @@ def stage_generate(config, workdir: str, log) -> None:
         out, layout=mc.layout, seed=mc.seed, width=mc.width,
         height=mc.height, num_train_sequences=mc.num_train_sequences,
         num_val_sequences=mc.num_val_sequences,
-        frames_per_sequence=mc.frames_per_sequence)
+        frames_per_sequence=mc.frames_per_sequence,
+        # No marker means no finished run: a partial folder from an
+        # interrupted one is replaced.
+        overwrite=True)
     with open(marker, "w") as f:
       f.write("done\n")
 
