@@ -72,6 +72,23 @@ class ResNetImportTest(absltest.TestCase):
     np.testing.assert_allclose(v6["params"]["conv1"]["kernel"],
                                sd6["conv1.weight"].transpose(2, 3, 1, 0))
 
+  def test_safetensors_reads_like_pth(self):
+    import torch  # pylint: disable=g-import-not-at-top
+    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+    tmp = self.create_tempdir().full_path
+    net = _r18(4)
+    pth = os.path.join(tmp, "r18.pth")
+    st = os.path.join(tmp, "r18.safetensors")
+    torch.save(net.state_dict(), pth)
+    save_file(TR.state_dict_numpy(net), st)
+    a = pretrained.load_state_dict(pth)
+    b = pretrained.load_state_dict(st)
+    self.assertEqual(set(a), set(b))
+    for k in a:
+      np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+    va = pretrained.resnet_variables(b, 18, source=st)
+    self.assertEqual(va["params"]["conv1"]["kernel"].shape, (7, 7, 3, 64))
+
   def test_cli_writes_npz_that_merges(self):
     import torch  # pylint: disable=g-import-not-at-top
     tmp = self.create_tempdir().full_path
