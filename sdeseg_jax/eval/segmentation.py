@@ -23,14 +23,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE_INDEX = 250
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light",
-    "traffic_sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-    "truck", "bus", "train", "motorcycle", "bicycle")
-# Train ids of the Synthia benchmark subsets (§1.3).
-SYNTHIA_13_CLASSES = (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
-SYNTHIA_16_CLASSES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
+from sdeseg_jax.data import labels
+from sdeseg_jax.geometry.warp import resize_bilinear_align_corners
+
+# Class names and the Synthia benchmark subsets (§1.3) come from the one
+# label table of the project.
+CITYSCAPES_CLASSES = labels.CLASS_NAMES
+SYNTHIA_13_CLASSES = labels.SYNTHIA_13_TRAIN_IDS
+SYNTHIA_16_CLASSES = labels.SYNTHIA_16_TRAIN_IDS
+IGNORE_INDEX = labels.IGNORE_INDEX
 
 
 def init_confusion(num_classes: int = 19) -> jax.Array:
@@ -74,38 +75,6 @@ def update_confusion(conf: jax.Array, labels: jax.Array,
   counts = jnp.zeros((c * c,), jnp.uint32).at[idx].add(
       valid.astype(jnp.uint32))
   return conf + counts.reshape(c, c).astype(conf.dtype)
-
-
-def resize_bilinear_align_corners(x: jax.Array,
-                                  out_hw: Tuple[int, int]) -> jax.Array:
-  """torch `interpolate(mode="bilinear", align_corners=True)`, NHWC.
-
-  Args:
-    x: float [B, h, w, C].
-    out_hw: (H, W).
-
-  Returns:
-    float32 [B, H, W, C].
-  """
-  _, h, w, _ = x.shape
-  oh, ow = out_hw
-
-  def _coords(n_in, n_out):
-    if n_out == 1:
-      pos = jnp.zeros((1,), jnp.float32)
-    else:
-      pos = jnp.arange(n_out, dtype=jnp.float32) * ((n_in - 1) / (n_out - 1))
-    lo = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, n_in - 1)
-    hi = jnp.minimum(lo + 1, n_in - 1)
-    return lo, hi, pos - lo
-
-  y0, y1, wy = _coords(h, oh)
-  x0, x1, wx = _coords(w, ow)
-  x = x.astype(jnp.float32)
-  top = (x[:, y0] * (1 - wy)[None, :, None, None] +
-         x[:, y1] * wy[None, :, None, None])
-  return (top[:, :, x0] * (1 - wx)[None, None, :, None] +
-          top[:, :, x1] * wx[None, None, :, None])
 
 
 def predict_labels(logits: jax.Array,
