@@ -7,19 +7,7 @@ import numpy as np
 
 from sdeseg_jax.losses import depth
 from sdeseg_jax.losses import feature
-
-try:
-  import torch  # pylint: disable=g-import-not-at-top
-except ImportError:
-  torch = None
-
-def _uniform(seed, shape, lo=0.0, hi=1.0):
-  # numpy RNG: eager jax.random compiles a kernel per shape (slow on CPU CI).
-  return np.random.default_rng(seed).uniform(lo, hi, shape).astype(np.float32)
-
-
-def _normal(seed, shape):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+from tests.losses._reference import normal, torch
 
 
 _TARGET = jnp.array([0.1, 0.5, 1.0, 2.0]).reshape(1, 2, 2, 1)
@@ -80,8 +68,8 @@ class FeatureDistanceTest(absltest.TestCase):
 
   @absltest.skipIf(torch is None, "torch not installed")
   def test_matches_torch_dist(self):
-    a = _normal(0, (2, 3, 4, 5))
-    b = _normal(1, (2, 3, 4, 5))
+    a = normal(0, (2, 3, 4, 5))
+    b = normal(1, (2, 3, 4, 5))
     ref = torch.dist(torch.tensor(np.asarray(a)), torch.tensor(np.asarray(b)),
                      p=2)
     np.testing.assert_allclose(feature.feature_distance(a, b), float(ref),

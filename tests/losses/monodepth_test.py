@@ -17,12 +17,12 @@ from configs import common
 from sdeseg_jax.geometry import camera
 from sdeseg_jax.geometry import transforms
 from sdeseg_jax.losses import monodepth
+from tests.losses._reference import to_nchw, torch, torch_edge_smoothness
+from tests.losses._reference import torch_ssim, uniform
 
-try:
-  import torch  # pylint: disable=g-import-not-at-top
+if torch is not None:
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-except ImportError:
-  torch = None
+
 
 _B, _H, _W = 2, 16, 32
 _SCALES = (0, 1, 2, 3)
@@ -64,35 +64,9 @@ def _jitted_loss(automask, avg_reprojection, identity_noise):
 # ----------------------------- torch reference ------------------------------
 
 
-def _t(x):
-  """NHWC (jax/numpy) -> NCHW torch."""
-  return torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
-
-
-def _torch_ssim(x, y):
-  pad = torch.nn.ReflectionPad2d(1)
-  pool = torch.nn.AvgPool2d(3, 1)
-  x, y = pad(x), pad(y)
-  mu_x, mu_y = pool(x), pool(y)
-  sigma_x = pool(x ** 2) - mu_x ** 2
-  sigma_y = pool(y ** 2) - mu_y ** 2
-  sigma_xy = pool(x * y) - mu_x * mu_y
-  n = (2 * mu_x * mu_y + 0.01 ** 2) * (2 * sigma_xy + 0.03 ** 2)
-  d = (mu_x ** 2 + mu_y ** 2 + 0.01 ** 2) * (sigma_x + sigma_y + 0.03 ** 2)
-  return torch.clamp((1 - n / d) / 2, 0, 1)
-
-
 def _torch_pe(pred, target):
   l1 = torch.abs(target - pred).mean(1, True)
-  return 0.85 * _torch_ssim(pred, target).mean(1, True) + 0.15 * l1
-
-
-def _torch_smooth(disp, img):
-  gdx = torch.abs(disp[:, :, :, :-1] - disp[:, :, :, 1:])
-  gdy = torch.abs(disp[:, :, :-1, :] - disp[:, :, 1:, :])
-  gix = torch.mean(torch.abs(img[:, :, :, :-1] - img[:, :, :, 1:]), 1, True)
-  giy = torch.mean(torch.abs(img[:, :, :-1, :] - img[:, :, 1:, :]), 1, True)
-  return (gdx * torch.exp(-gix)).mean() + (gdy * torch.exp(-giy)).mean()
+  return 0.85 * torch_ssim(pred, target).mean(1, True) + 0.15 * l1
 
 
 def _torch_monodepth(disps, color, pyramid, cam_T_cam, K, inv_K, automask,
@@ -103,11 +77,11 @@ def _torch_monodepth(disps, color, pyramid, cam_T_cam, K, inv_K, automask,
   caller can differentiate; numpy/jax NHWC inputs are converted. Returns the
   total loss tensor and the per-scale floats.
   """
-  disps = {s: d if isinstance(d, torch.Tensor) else _t(d)
+  disps = {s: d if isinstance(d, torch.Tensor) else to_nchw(d)
            for s, d in disps.items()}
   cam_T_cam = {f: m if isinstance(m, torch.Tensor)
                else torch.tensor(np.asarray(m)) for f, m in cam_T_cam.items()}
-  colors = {f: _t(color[:, i]) for i, f in enumerate((-1, 0, 1))}
+  colors = {f: to_nchw(color[:, i]) for i, f in enumerate((-1, 0, 1))}
   K_t, inv_K_t = torch.tensor(K), torch.tensor(inv_K)
   ys, xs = np.meshgrid(np.arange(_H), np.arange(_W), indexing="ij")
   pix = torch.tensor(np.stack([xs.ravel(), ys.ravel(), np.ones(_H * _W)])
@@ -144,8 +118,8 @@ def _torch_monodepth(disps, color, pyramid, cam_T_cam, K, inv_K, automask,
     to_opt = combined if combined.shape[1] == 1 else combined.min(1)[0]
     loss = to_opt.mean()
     norm = disp / (disp.mean(2, True).mean(3, True) + 1e-7)
-    img = target if s == 0 else _t(pyramid[s])
-    loss = loss + 1e-3 * _torch_smooth(norm, img) / (2 ** s)
+    img = target if s == 0 else to_nchw(pyramid[s])
+    loss = loss + 1e-3 * torch_edge_smoothness(norm, img) / (2 ** s)
     per_scale.append(loss.detach())
     total = total + loss
   return total / len(_SCALES), per_scale
@@ -191,7 +165,7 @@ class MonodepthLossTest(parameterized.TestCase):
       self.assertGreater(float(jnp.abs(leaf).sum()), 0.0)
     if torch is None:
       return
-    d_t = {s: _t(d).requires_grad_(True) for s, d in disps.items()}
+    d_t = {s: to_nchw(d).requires_grad_(True) for s, d in disps.items()}
     t_t = {f: torch.tensor(np.asarray(m)).requires_grad_(True)
            for f, m in cam_T_cam.items()}
     ref, _ = _torch_monodepth(d_t, color, pyramid, t_t, K, inv_K, True,

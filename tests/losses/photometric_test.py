@@ -6,55 +6,21 @@ import numpy as np
 
 from sdeseg_jax.losses import photometric
 from sdeseg_jax.losses import smoothness
-
-try:
-  import torch  # pylint: disable=g-import-not-at-top
-except ImportError:
-  torch = None
-
-
-def _uniform(seed, shape, lo=0.0, hi=1.0):
-  # numpy RNG: eager jax.random compiles a kernel per shape (slow on CPU CI).
-  return np.random.default_rng(seed).uniform(lo, hi, shape).astype(np.float32)
-
-
-def _normal(seed, shape):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def _t(x):
-  return torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
-
-
-def _torch_ssim(x, y):
-  """monodepth2's SSIM layer (NCHW), written from REFERENCE_SPEC 3.2."""
-  pad = torch.nn.ReflectionPad2d(1)
-  pool = torch.nn.AvgPool2d(3, 1)
-  x, y = pad(x), pad(y)
-  mu_x, mu_y = pool(x), pool(y)
-  sigma_x = pool(x ** 2) - mu_x ** 2
-  sigma_y = pool(y ** 2) - mu_y ** 2
-  sigma_xy = pool(x * y) - mu_x * mu_y
-  n = (2 * mu_x * mu_y + 0.01 ** 2) * (2 * sigma_xy + 0.03 ** 2)
-  d = (mu_x ** 2 + mu_y ** 2 + 0.01 ** 2) * (sigma_x + sigma_y + 0.03 ** 2)
-  return torch.clamp((1 - n / d) / 2, 0, 1)
+from tests.losses._reference import normal, to_nchw, torch
+from tests.losses._reference import torch_edge_smoothness, torch_ssim, uniform
 
 
 def _torch_smooth(disp, img):
   disp = disp / (disp.mean(2, True).mean(3, True) + 1e-7)
-  gdx = torch.abs(disp[:, :, :, :-1] - disp[:, :, :, 1:])
-  gdy = torch.abs(disp[:, :, :-1, :] - disp[:, :, 1:, :])
-  gix = torch.mean(torch.abs(img[:, :, :, :-1] - img[:, :, :, 1:]), 1, True)
-  giy = torch.mean(torch.abs(img[:, :, :-1, :] - img[:, :, 1:, :]), 1, True)
-  return (gdx * torch.exp(-gix)).mean() + (gdy * torch.exp(-giy)).mean()
+  return torch_edge_smoothness(disp, img)
 
 
 class PhotometricTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.x = _uniform(0, (2, 8, 12, 3))
-    self.y = np.clip(self.x + 0.2 * _normal(1, self.x.shape), 0, 1)
+    self.x = uniform(0, (2, 8, 12, 3))
+    self.y = np.clip(self.x + 0.2 * normal(1, self.x.shape), 0, 1)
 
   def test_ssim_of_identical_images_is_zero(self):
     loss = photometric.ssim(self.x, self.x)
@@ -68,7 +34,8 @@ class PhotometricTest(absltest.TestCase):
   @absltest.skipIf(torch is None, "torch not installed")
   def test_ssim_matches_torch(self):
     ours = photometric.ssim(self.x, self.y)
-    ref = _torch_ssim(_t(self.x), _t(self.y)).permute(0, 2, 3, 1).numpy()
+    ref = torch_ssim(to_nchw(self.x), to_nchw(self.y))
+    ref = ref.permute(0, 2, 3, 1).numpy()
     # sigma = pool(x^2) - mu^2 cancels; both sides round differently.
     np.testing.assert_allclose(ours, ref, atol=5e-6)
 
@@ -92,7 +59,7 @@ class PhotometricTest(absltest.TestCase):
 class SmoothnessTest(absltest.TestCase):
 
   def test_constant_disparity_is_zero(self):
-    img = _uniform(2, (2, 6, 10, 3))
+    img = uniform(2, (2, 6, 10, 3))
     disp = jnp.full((2, 6, 10, 1), 0.3)
     self.assertEqual(float(smoothness.smoothness(disp, img)), 0.0)
 
@@ -108,17 +75,17 @@ class SmoothnessTest(absltest.TestCase):
                                rtol=1e-6)
 
   def test_edges_reduce_the_penalty(self):
-    disp = _uniform(3, (1, 6, 8, 1))
+    disp = uniform(3, (1, 6, 8, 1))
     flat = jnp.zeros((1, 6, 8, 3))
-    edgy = _uniform(4, (1, 6, 8, 3))
+    edgy = uniform(4, (1, 6, 8, 3))
     self.assertLess(float(smoothness.smoothness(disp, edgy)),
                     float(smoothness.smoothness(disp, flat)))
 
   @absltest.skipIf(torch is None, "torch not installed")
   def test_matches_torch(self):
-    disp = _uniform(5, (2, 6, 10, 1))
-    img = _uniform(6, (2, 6, 10, 3))
-    ref = float(_torch_smooth(_t(disp), _t(img)))
+    disp = uniform(5, (2, 6, 10, 1))
+    img = uniform(6, (2, 6, 10, 3))
+    ref = float(_torch_smooth(to_nchw(disp), to_nchw(img)))
     np.testing.assert_allclose(smoothness.smoothness(disp, img), ref,
                                rtol=1e-5)
 

@@ -6,20 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdeseg_jax.losses import segmentation
+from tests.losses._reference import normal, torch, uniform
 
-try:
-  import torch  # pylint: disable=g-import-not-at-top
+if torch is not None:
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-except ImportError:
-  torch = None
-
-def _uniform(seed, shape, lo=0.0, hi=1.0):
-  # numpy RNG: eager jax.random compiles a kernel per shape (slow on CPU CI).
-  return np.random.default_rng(seed).uniform(lo, hi, shape).astype(np.float32)
-
-
-def _normal(seed, shape):
-  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 _LN2 = np.log(2.0)
@@ -77,7 +67,7 @@ class CrossEntropyTest(absltest.TestCase):
 
   @absltest.skipIf(torch is None, "torch not installed")
   def test_upsampled_logits_match_torch(self):
-    logits = _normal(0, (2, 5, 7, 4))
+    logits = normal(0, (2, 5, 7, 4))
     labels = np.random.default_rng(1).integers(0, 4, (2, 9, 13))
     labels[:, :3, :2] = 250
     ours = segmentation.cross_entropy(logits, labels)
@@ -87,7 +77,7 @@ class CrossEntropyTest(absltest.TestCase):
     ref = F.cross_entropy(up, torch.tensor(np.asarray(labels)).long(),
                           ignore_index=250)
     np.testing.assert_allclose(ours, float(ref), rtol=1e-5)
-    weights = _uniform(2, (2, 9, 13))
+    weights = uniform(2, (2, 9, 13))
     ours_w = segmentation.cross_entropy(logits, labels,
                                         pixel_weights=weights)
     ref_w = (F.cross_entropy(up, torch.tensor(np.asarray(labels)).long(),
@@ -123,7 +113,7 @@ class EntropyTest(absltest.TestCase):
     np.testing.assert_allclose(ent[0, 1], 0.0, atol=1e-6)
 
   def test_matches_formula_and_normalize(self):
-    logits = _normal(3, (2, 3, 4, 19))
+    logits = normal(3, (2, 3, 4, 19))
     p = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
     expected = -np.sum(p * np.log2(p + 1e-30), axis=-1) / np.log2(19)
     ent = segmentation.pixel_wise_entropy(logits)

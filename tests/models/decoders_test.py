@@ -1,8 +1,5 @@
 """UNetDecoder / ASPP: stage shapes (§2.2 table) and parity with torch."""
 
-import importlib.util
-import os
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -12,18 +9,9 @@ import numpy as np
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.models.aspp import ASPP
 from sdeseg_jax.models.decoders import UNetDecoder, decoder_kwargs
+from tests.models import _helpers as H
 
 
-def _load_helpers():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "_helpers.py")
-  spec = importlib.util.spec_from_file_location("sdeseg_models_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-H = _load_helpers()
 TR = H.load_torch_ref()
 R101_CH = (64, 256, 512, 1024, 2048)
 

@@ -1,8 +1,5 @@
 """SDENet, PADNet, transfer head and SegDepthNet: outputs and wiring."""
 
-import importlib.util
-import os
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -11,18 +8,9 @@ import numpy as np
 
 from configs import common
 from sdeseg_jax.models import joint
+from tests.models import _helpers as H
 
 
-def _load_helpers():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "_helpers.py")
-  spec = importlib.util.spec_from_file_location("sdeseg_models_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-H = _load_helpers()
 OFFSETS = (-1, 0, 1)
 
 

@@ -1,8 +1,5 @@
 """PAD-Net: zero-initialised attention gate and the distillation wiring."""
 
-import importlib.util
-import os
-
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
@@ -10,18 +7,9 @@ import numpy as np
 
 from sdeseg_jax.models.decoders import UNetDecoder, decoder_kwargs
 from sdeseg_jax.models.pad import PADNet, SelfAttention
+from tests.models import _helpers as H
 
 
-def _load_helpers():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "_helpers.py")
-  spec = importlib.util.spec_from_file_location("sdeseg_models_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-H = _load_helpers()
 
 
 def _sub(v, name):

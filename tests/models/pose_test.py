@@ -1,8 +1,5 @@
 """PoseDecoder / PoseNet: parity with the monodepth2 decoder, pair order."""
 
-import importlib.util
-import os
-
 from absl.testing import absltest
 import jax
 import jax.numpy as jnp
@@ -11,18 +8,9 @@ import numpy as np
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.models.joint import pose_outputs
 from sdeseg_jax.models.pose import PoseDecoder, PoseNet
+from tests.models import _helpers as H
 
 
-def _load_helpers():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "_helpers.py")
-  spec = importlib.util.spec_from_file_location("sdeseg_models_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-H = _load_helpers()
 TR = H.load_torch_ref()
 
 

@@ -1,8 +1,6 @@
 """ResNetEncoder: shapes, and parity with a torchvision-structured ResNet."""
 
 import copy
-import importlib.util
-import os
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -12,18 +10,9 @@ import numpy as np
 
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.models.resnet import ResNetEncoder, num_ch_enc
+from tests.models import _helpers as H
 
 
-def _load_helpers():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "_helpers.py")
-  spec = importlib.util.spec_from_file_location("sdeseg_models_helpers", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-H = _load_helpers()
 TR = H.load_torch_ref()
 
 
