@@ -48,3 +48,214 @@ def minicity_config(**overrides) -> mlc.ConfigDict:
   c.frames_per_sequence = 3  # rendered frames around the annotated one
   c.update(overrides)
   return c
+
+
+def train_config(**overrides) -> mlc.ConfigDict:
+  """Settings of the training loop (``sdeseg_jax.train.trainer``).
+
+  Intervals are in optimiser steps; ``0`` disables an action. The final step
+  always logs, evaluates and checkpoints.
+  """
+  c = mlc.ConfigDict()
+  c.num_steps = 1000
+  c.batch_size = 4          # global batch, split over all devices
+  c.seed = 0
+  c.log_every = 50
+  c.eval_every = 500
+  c.image_every = 500       # TensorBoard panels (input/prediction/GT)
+  c.checkpoint_every = 500
+  c.max_to_keep = 3
+  c.profile = False         # clu Profile hook around a few steps
+  # Mean teacher: alpha_t = min(1 - 1/(t+1), ema_decay) after every update.
+  c.use_ema = False
+  c.ema_decay = 0.99
+  c.ema_batch_stats = False  # the reference averages parameters only
+  c.update(overrides)
+  return c
+
+
+def optim_config(**overrides) -> mlc.ConfigDict:
+  """Optimiser, learning-rate groups and schedule (``train/optim.py``).
+
+  ``groups`` is a tuple of ``(regex, lr)`` over ``/``-joined parameter paths
+  (first match wins, ``lr="frozen"`` freezes); the rest trains at ``lr``.
+  """
+  c = mlc.ConfigDict()
+  c.name = "adam"           # adam | sgd
+  c.lr = 1e-4
+  c.groups = ()
+  c.momentum = 0.9          # sgd
+  c.weight_decay = 0.0      # coupled L2, as torch
+  c.b1 = 0.9                # adam
+  c.b2 = 0.999
+  c.eps = 1e-8
+  c.schedule = "constant"   # constant | step | multistep | poly
+  c.step_size = 30000       # step
+  c.milestones = (160000,)  # multistep
+  c.gamma = 0.1
+  c.decay_steps = 40000     # poly
+  c.poly_power = 0.9
+  c.clip_norm = 0.0         # <= 0: no clipping
+  c.update(overrides)
+  return c
+
+
+def sde_loss_config(**overrides) -> mlc.ConfigDict:
+  """monodepth2 self-supervised depth loss (REFERENCE_SPEC 3).
+
+  Read by ``sdeseg_jax.losses.monodepth_loss``; ``feature_distance_weight``
+  (lambda_F of 3.4, 1e-2 in SDE stage 2) is applied by the training step.
+  """
+  c = mlc.ConfigDict()
+  c.min_depth = 0.1
+  c.max_depth = 100.0
+  c.scales = (0, 1, 2, 3)
+  c.frame_offsets = (-1, 0, 1)  # must match the data's frame_offsets
+  c.ssim_weight = 0.85          # 0: pure L1 (monodepth2 no_ssim)
+  c.smoothness_weight = 1e-3    # divided by 2**s per scale
+  c.automask = True             # identity errors join the per-pixel minimum
+  c.avg_reprojection = False    # average, not min, over source frames
+  c.identity_noise = 1e-5       # std of the tie-breaking noise
+  c.feature_distance_weight = 0.0
+  c.update(overrides)
+  return c
+
+
+def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
+  """Network settings, read by ``sdeseg_jax.models.joint.from_config``.
+
+  Variants (REFERENCE_SPEC §2, §8):
+    ``"sde"``: Cityscapes SDE pretraining net, R101 OS16, dec6, pose net, no
+      segmentation head (``SDENet``).
+    ``"sde_source"``: source-domain SDE (ssda ``sde_dec11``), R101 OS32, dec11.
+    ``"ssl"``: main multi-task net (master 212 / ssda 262), R101 OS16, dec6,
+      PAD head, pose net.
+    ``"transfer"``: R101 OS16 with the transfer head (layers 9, OS1).
+    ``"student"``: data-selection SIDE student, R50 OS16, dec9, transfer
+      student head (layers 8, OS2), depth decoder, no pose net.
+    ``"tiny"``: test-only, ResNet-10 of width 16, ``dec_tiny``, PAD head.
+
+  Args:
+    variant: one of the names above.
+    **overrides: keys to replace after the variant is applied.
+
+  Returns:
+    A ConfigDict with ``encoder_depth`` (10|18|34|50|101), ``output_stride``
+    (16|32), ``width`` (ResNet base width), ``frozen_encoder_bn``, ``decoder``
+    (variant name in ``sdeseg_jax.models.decoders.DECODER_VARIANTS``),
+    ``seg_head`` (none|pad|transfer|transfer_student), ``num_classes``,
+    ``depth`` (depth outputs of a transfer-head net), ``pose``,
+    ``pose_depth``, ``imnet_encoder`` (frozen ImageNet copy for the feature
+    distance; SDE only), ``dtype`` (compute dtype name), ``encoder_init`` and
+    ``pose_encoder_init`` (npz files written by
+    ``python -m sdeseg_jax.models.pretrained``; empty for random init).
+  """
+  c = mlc.ConfigDict()
+  c.encoder_depth = 101
+  c.output_stride = 16
+  c.width = 64
+  c.frozen_encoder_bn = False
+  c.decoder = "dec6"
+  c.seg_head = "pad"
+  c.num_classes = 19
+  c.depth = True
+  c.pose = True
+  c.pose_depth = 18
+  c.imnet_encoder = False
+  c.dtype = "float32"
+  c.encoder_init = ""
+  c.pose_encoder_init = ""
+  if variant == "sde":
+    c.seg_head = "none"
+  elif variant == "sde_source":
+    c.seg_head = "none"
+    c.output_stride = 32
+    c.decoder = "dec11"
+  elif variant == "ssl":
+    pass
+  elif variant == "transfer":
+    c.seg_head = "transfer"
+  elif variant == "student":
+    c.encoder_depth = 50
+    c.decoder = "dec9"
+    c.seg_head = "transfer_student"
+    c.pose = False
+  elif variant == "tiny":
+    c.encoder_depth = 10
+    c.width = 16
+    c.decoder = "dec_tiny"
+    c.pose_depth = 10
+  else:
+    raise ValueError(f"unknown model variant {variant!r}; known: sde, "
+                     "sde_source, ssl, transfer, student, tiny")
+  unknown = sorted(set(overrides) - set(c.keys()))
+  if unknown:
+    raise ValueError(f"unknown model config keys {unknown}; known: "
+                     f"{sorted(c.keys())}")
+  c.update(overrides)
+  return c
+
+
+def stream_config(name: str, layout: str, **overrides) -> mlc.ConfigDict:
+  """One input stream: a dataset folder, how it is prepared and delivered.
+
+  Read by ``sdeseg_jax.data.pipeline.make_loader`` (delivery) and
+  ``sdeseg_jax.data.builder`` (preparation; the keys marked [prep] change
+  what is stored, and changing them prepares a new tfds config).
+
+  Args:
+    name: stream name, also the tfds config name prefix (e.g. "cityscapes").
+    layout: cityscapes | gta5 | synthia | camvid.
+    **overrides: any key below.
+  """
+  c = mlc.ConfigDict()
+  c.name = name
+  c.layout = layout                 # [prep]
+  c.path = ""                       # dataset folder (tfds manual_dir)
+  c.sequence_path = ""              # [prep] GTASeq/Synthia sequence folder;
+                                    # "" = <path>/sequences (gta5), <path>
+  c.image_folder = "auto"           # [prep] auto | full | small (_small
+                                    # preprocessed folders, downsample CLI)
+  c.frame_offsets = (0,)            # [prep] e.g. (-1, 0, 1) for SDE
+  c.all_frames = False              # [prep] every sequence frame with
+                                    # neighbours (SDE pretraining)
+  c.val_count = 500                 # [prep] gta5/synthia: last N sorted = val
+  c.intrinsics = ()                 # [prep] (fx/W, fy/H, cx/W, cy/H); () =
+                                    # dataset default / camera files / sidecar
+  c.full_res = ()                   # [prep] (W, H) of the full-res images
+  c.image_size = (512, 1024)        # (H, W) frames are resized to (Lanczos)
+  c.crop_size = (512, 512)          # (h, w) training crop; () = no crop
+  c.flip_prob = 0.5
+  c.color_aug = False               # SDE colour augmentation on color_aug
+  c.num_scales = 4                  # pyramid s1..s3 of the centre frame
+  c.intrinsics_mode = "ssda"        # ssda | exact | master_compat
+  c.with_depth = False              # deliver ground-truth `depth`
+  c.pseudo_depth_dir = ""           # deliver `pseudo_depth` from this folder
+  c.pseudo_depth_encoding = "u8"    # u8 (/255) | u16 (/65535)
+  c.keep_classes = ()               # train ids kept in `label` (others
+                                    # 250), e.g. labels.SYNTHIA_16_TRAIN_IDS;
+                                    # () = all 19 (the reference's default)
+  c.subset = mlc.ConfigDict()
+  c.subset.mode = "all"             # all | random | fixed
+  c.subset.n = 0                    # random: number of labeled images
+  c.subset.seed = 42                # random: np.random.seed of the reference
+  c.subset.file = ""                # fixed: JSON list of indices
+  c.load_labeled = True             # deliver the labeled subset
+  c.load_unlabeled = False          # deliver the rest (label all 250)
+  c.num_workers = 2                 # grain worker processes (0 = in-process)
+  c.worker_buffer_size = 2          # batches buffered per worker
+  c.update(overrides)
+  return c
+
+
+def data_config(**streams: mlc.ConfigDict) -> mlc.ConfigDict:
+  """The ``config.data`` section: the tfds directory plus named streams.
+
+  Args:
+    **streams: stream configs by role, e.g. ``target=stream_config(...)``.
+  """
+  c = mlc.ConfigDict()
+  c.tfds_dir = ""  # "" = <workdir>/tfds
+  for k, v in streams.items():
+    c[k] = v
+  return c

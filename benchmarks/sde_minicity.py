@@ -1,0 +1,127 @@
+r"""Benchmark: SDE training on MiniCity on the CPU, with a learning curve.
+
+  python benchmarks/sde_minicity.py --workdir=/tmp/bench_sde --steps=3000 \
+      --eval_every=250 [--config_arg="width=16,lr=3e-4"]
+
+Generates MiniCity into the workdir if needed (``configs/sde_minicity.py``),
+trains with the shared engine (same step, checkpoints and resume as
+``mode=sde``), evaluates median-scaled depth on MiniCity val every
+``--eval_every`` steps and prints the learning curve (training loss from the
+TensorBoard events, val abs_rel / delta<1.25, wall time). Target on a 2-core
+CPU: abs_rel <= 0.15 within 20 minutes. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def train_losses(workdir: str) -> list[tuple[int, float]]:
+  """``(step, loss)`` of the TensorBoard scalars written by the trainer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = {}
+  for f in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    for e in tf.compat.v1.train.summary_iterator(f):
+      for v in e.summary.value:
+        if v.tag == "loss":
+          out[int(e.step)] = float(tf.make_ndarray(v.tensor))
+  return sorted(out.items())
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--workdir", default="/tmp/bench_sde_minicity")
+  p.add_argument("--steps", type=int, default=3000)
+  p.add_argument("--eval_every", type=int, default=250)
+  p.add_argument("--log_every", type=int, default=25)
+  p.add_argument("--config_arg", default="")
+  p.add_argument("--budget_min", type=float, default=20.0,
+                 help="wall-clock budget the extrapolation refers to")
+  args = p.parse_args()
+  flags.FLAGS.mark_as_parsed()
+  logging.set_verbosity(logging.WARNING)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import sde_minicity  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.utils import sharding  # pylint: disable=g-import-not-at-top
+
+  arg = ",".join(x for x in (args.config_arg, f"steps={args.steps}") if x)
+  config = sde_minicity.get_config(arg)
+  config.train.eval_every = args.eval_every
+  config.train.log_every = args.log_every
+  config.train.checkpoint_every = args.eval_every
+  workdir = args.workdir
+  os.makedirs(workdir, exist_ok=True)
+
+  t0 = time.time()
+  mesh = sharding.make_mesh()
+  path = sde.ensure_minicity(config, workdir)
+  stream = sde.stream_with_path(config.data.train, path)
+  val_stream = sde.stream_with_path(config.data.val, path)
+  data_dir = os.path.join(workdir, "tfds")
+  loader = pipeline.make_loader(
+      stream, split="train", global_batch_size=config.train.batch_size,
+      seed=config.seed, train=True, mesh=mesh, data_dir=data_dir)
+  task = sde.SDETask(config)
+  eval_fn, _ = sde.make_eval_fns(task, config, mesh, val_stream, data_dir)
+  t_data = time.time() - t0
+  curve = []
+  t_train = time.time()
+
+  def recording_eval(state):
+    res = eval_fn(state)
+    step = int(jax.device_get(state.step))
+    row = {"step": step, "wall_s": round(time.time() - t_train, 1),
+           "abs_rel": round(res["abs_rel"], 4), "a1": round(res["a1"], 4),
+           "abs_rel_noscale": round(res["abs_rel_noscale"], 4)}
+    curve.append(row)
+    print(f"step {step:6d}  {row['wall_s']:8.1f}s  abs_rel "
+          f"{row['abs_rel']:.4f}  d<1.25 {row['a1']:.4f}", flush=True)
+    return res
+
+  trainer.fit(config, workdir, task=task, train_iter=loader,
+              example_batch=sde.example_batch(config), mesh=mesh,
+              eval_fn=recording_eval)
+  loader.close()
+  wall = time.time() - t_train
+  losses = train_losses(workdir)
+  print("training loss:", " ".join(f"{s}:{l:.4f}" for s, l in losses))
+  # Steady-state speed from the evaluation timestamps (excludes compile).
+  rate = None
+  if len(curve) >= 2 and curve[-1]["step"] > curve[0]["step"]:
+    rate = (curve[-1]["wall_s"] - curve[0]["wall_s"]) / (
+        curve[-1]["step"] - curve[0]["step"])
+  result = {
+      "benchmark": "sde_minicity", "devices": jax.device_count(),
+      "steps": config.train.num_steps, "batch_size": config.train.batch_size,
+      "image_size": list(config.data.train.image_size),
+      "data_prep_s": round(t_data, 1), "train_wall_s": round(wall, 1),
+      "sec_per_step_incl_eval": round(rate, 3) if rate else None,
+      "steps_in_budget": (int(args.budget_min * 60 / rate) if rate
+                          else None),
+      "final_abs_rel": curve[-1]["abs_rel"] if curve else None,
+      "final_a1": curve[-1]["a1"] if curve else None,
+      "best_abs_rel": min(r["abs_rel"] for r in curve) if curve else None,
+      "curve": curve,
+      "train_loss": [[s, round(l, 5)] for s, l in losses],
+  }
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,107 @@
+r"""SDE pretraining on Cityscapes sequences (REFERENCE_SPEC 4.2).
+
+  python -m sdeseg_jax.main --config=configs/sde_cityscapes.py:stage=2,\
+path=/data/cityscapes,init=/runs/sde_stage1,imnet=/w/resnet101.npz \
+      --workdir=/runs/sde_stage2
+
+Stages (variants ``stage=0|1|2``), all ResNet-101 OS16 + dec6 + R18 pose net,
+frames (-1, 0, 1), 4 scales, Adam with x0.1 MultiStep at 160k, flip and SDE
+colour augmentation, every sequence frame with both neighbours:
+
+* 0: uncropped 1024x512, batch 2, 300k its, lr 1e-4, encoder frozen (BN in
+  train mode), ImageNet encoder and pose encoder;
+* 1: 512x512 crops, batch 4, 300k its, lr 1e-4, encoder frozen, pose net
+  from stage 0 (``init=`` its workdir), depth decoder from scratch;
+* 2: 512x512, batch 4, 100k its, lr 1e-5 everywhere, encoder re-initialised
+  from ImageNet, depth decoder and pose net from stage 1, ImageNet feature
+  distance lambda_F = 1e-2 (``fd=0``: the no-feature-distance ablation).
+
+``num_steps = train_iters - 1``: the reference loop exits one step early
+(REFERENCE_SPEC 4.1, 10.11). Intrinsics default to the master (CVPR) K
+(``master_k``; REFERENCE_SPEC 1.6) that produced the released checkpoints.
+The reference trains stage 2 with AMP; this port stays fp32 unless
+``dtype=bfloat16``.
+"""
+
+from configs import common
+
+VARIANTS = ("stage=0", "stage=1", "stage=2", "stage=2,fd=0", "runlocal")
+
+
+def sde_sections(config, *, train_stream, val_stream, frame_offsets):
+  """Adds the sections every SDE config shares (data, loss, init, eval)."""
+  config.data = common.data_config(train=train_stream, val=val_stream)
+  config.loss = common.sde_loss_config(frame_offsets=frame_offsets)
+  # Weights from an earlier run (stage chaining): its workdir, the step
+  # (-1 = latest) and regexes over '/'-joined variable paths to copy.
+  config.init = common.mlc.ConfigDict()
+  config.init.checkpoint = ""
+  config.init.step = -1
+  config.init.patterns = ()
+  config.eval = common.mlc.ConfigDict()
+  config.eval.split = "val"      # "" = no periodic evaluation
+  config.eval.batch_size = 4
+  config.eval.num_batches = 0    # 0 = the whole split
+  config.eval.num_images = 4     # TensorBoard depth panels
+  # mode=export_depth (sdeseg_jax/train/export.py).
+  config.export = common.mlc.ConfigDict()
+  config.export.checkpoint = ""  # a workdir; "" = this run's workdir
+  config.export.step = -1        # -1 = latest checkpoint
+  config.export.stream = "val"   # which config.data stream to export
+  config.export.splits = ("train", "val")
+  config.export.encoding = "u16"  # u16: round(d*65535) | u8: trunc(d*255)
+  config.export.normalize = True  # per-image min-max (reference v1)
+  config.export.out_dir = ""     # "" = <workdir>/pseudo_depth
+  config.export.batch_size = 4
+  return config
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, stage=2, fd=True, runlocal=False, path="",
+                       init="", imnet="", pose_imnet="", master_k=True,
+                       dtype="float32")
+  if a.stage not in (0, 1, 2):
+    raise ValueError(f"stage={a.stage}; choose 0, 1 or 2")
+  config = common.mlc.ConfigDict()
+  config.mode = "sde"
+  config.seed = 0
+  crop = () if a.stage == 0 else (512, 512)
+  offsets = (-1, 0, 1)
+  intr = "master_compat" if a.master_k else "ssda"
+  train_stream = common.stream_config(
+      "cityscapes_sde", "cityscapes", path=a.path, frame_offsets=offsets,
+      all_frames=True, image_size=(512, 1024), crop_size=crop,
+      color_aug=True, intrinsics_mode=intr)
+  val_stream = common.stream_config(
+      "cityscapes_sde_val", "cityscapes", path=a.path,
+      frame_offsets=offsets, image_size=(512, 1024), crop_size=(),
+      intrinsics_mode=intr, with_depth=True)
+  sde_sections(config, train_stream=train_stream, val_stream=val_stream,
+               frame_offsets=offsets)
+  fd = a.stage == 2 and a.fd
+  config.model = common.model_config(
+      "sde", imnet_encoder=fd, encoder_init=a.imnet,
+      pose_encoder_init=a.pose_imnet if a.stage == 0 else "",
+      dtype=a.dtype)
+  config.loss.feature_distance_weight = 1e-2 if fd else 0.0
+  iters = {0: 300_000, 1: 300_000, 2: 100_000}[a.stage]
+  config.train = common.train_config(
+      num_steps=iters - 1, batch_size=2 if a.stage == 0 else 4,
+      log_every=100, eval_every=5000, image_every=5000,
+      checkpoint_every=5000)
+  groups = (("imnet_encoder/.*", "frozen"),) if fd else ()
+  if a.stage in (0, 1):
+    groups = (("encoder/.*", "frozen"),)
+  config.optim = common.optim_config(
+      name="adam", lr=1e-5 if a.stage == 2 else 1e-4, groups=groups,
+      schedule="multistep", milestones=(160_000,), gamma=0.1)
+  config.init.checkpoint = a.init
+  config.init.patterns = {0: (), 1: ("pose/.*",),
+                          2: ("depth/.*", "pose/.*")}[a.stage]
+  if a.runlocal:
+    config.train.num_steps = 10
+    config.train.batch_size = 4
+    config.train.log_every = 1
+    config.train.eval_every = config.train.checkpoint_every = 5
+    config.eval.num_batches = 2
+  return config

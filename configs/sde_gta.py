@@ -1,0 +1,60 @@
+r"""Source-domain SDE on GTA sequences (ssda exp 310, REFERENCE_SPEC 5.5).
+
+  python -m sdeseg_jax.main --config=configs/sde_gta.py:path=/data/gta5,\
+imnet=/w/resnet101.npz,pose_imnet=/w/resnet18_x2.npz --workdir=/runs/sde_gta
+
+ResNet-101 **OS32** + dec11 + R18 pose net (ImageNet), Adam 1e-4 with
+``backbone_lr`` 1e-5 and ``pose_lr`` 1e-4, x0.1 MultiStep at 160k, 350k its,
+batch 4, 512x512 crops of the 1024x512 frames, colour augmentation, every
+sequence frame with both neighbours, the corrected (ssda) intrinsics of the
+dataset (GTASeq fx=1.206285, fy=2.144507, principal point at the centre, as
+fractions of the image size), no feature distance. The reference feeds the
+pose net *uncropped* frames (``provide_uncropped_for_pose``); this port feeds
+it the crop (optional in the task description).
+"""
+
+from configs import common
+from configs import sde_cityscapes
+
+VARIANTS = ("runlocal",)
+
+LAYOUT = "gta5"
+INTRINSICS = (1.206285, 2.144507, 0.5, 0.5)
+
+
+def source_sde_config(arg, layout, intrinsics, name):
+  a = common.parse_arg(arg, runlocal=False, path="", imnet="",
+                       pose_imnet="", dtype="float32")
+  config = common.mlc.ConfigDict()
+  config.mode = "sde"
+  config.seed = 0
+  offsets = (-1, 0, 1)
+  train_stream = common.stream_config(
+      f"{name}_sde", layout, path=a.path, frame_offsets=offsets,
+      all_frames=True, image_size=(512, 1024), crop_size=(512, 512),
+      color_aug=True, intrinsics=intrinsics, intrinsics_mode="ssda")
+  val_stream = common.stream_config(
+      f"{name}_sde_val", layout, path=a.path, frame_offsets=offsets,
+      all_frames=True, image_size=(512, 1024), crop_size=(),
+      intrinsics=intrinsics, intrinsics_mode="ssda")
+  sde_cityscapes.sde_sections(config, train_stream=train_stream,
+                              val_stream=val_stream, frame_offsets=offsets)
+  config.eval.split = ""  # no depth ground truth for the source datasets
+  config.model = common.model_config(
+      "sde_source", encoder_init=a.imnet, pose_encoder_init=a.pose_imnet,
+      dtype=a.dtype)
+  config.train = common.train_config(
+      num_steps=350_000 - 1, batch_size=4, log_every=100, eval_every=0,
+      image_every=0, checkpoint_every=5000)
+  config.optim = common.optim_config(
+      name="adam", lr=1e-4, groups=(("encoder/.*", 1e-5), ("pose/.*", 1e-4)),
+      schedule="multistep", milestones=(160_000,), gamma=0.1)
+  if a.runlocal:
+    config.train.num_steps = 10
+    config.train.log_every = 1
+    config.train.checkpoint_every = 5
+  return config
+
+
+def get_config(arg=None):
+  return source_sde_config(arg, LAYOUT, INTRINSICS, "gta5")

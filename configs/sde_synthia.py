@@ -1,0 +1,16 @@
+r"""Source-domain SDE on Synthia sequences (ssda exp 310, REFERENCE_SPEC 5.5).
+
+Same recipe as ``configs/sde_gta.py`` (R101 OS32 + dec11, Adam 1e-4 /
+backbone 1e-5, 350k its), with SynthiaSeq intrinsics fx = fy = 532.740352 px
+at 1280x760, principal point at the centre (as fractions of the image size).
+"""
+
+from configs import sde_gta
+
+VARIANTS = ("runlocal",)
+
+INTRINSICS = (532.740352 / 1280, 532.740352 / 760, 0.5, 0.5)
+
+
+def get_config(arg=None):
+  return sde_gta.source_sde_config(arg, "synthia", INTRINSICS, "synthia")

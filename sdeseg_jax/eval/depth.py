@@ -1,0 +1,280 @@
+"""Depth and pose evaluation (monodepth2 protocol), host-side numpy.
+
+Metrics per image, then averaged over images (monodepth2's
+``compute_depth_errors`` + ``evaluate_depth``):
+
+* the predicted disparity (sigmoid output) is resized bilinearly to the
+  ground-truth size and turned into depth with ``disp_to_depth(min, max)``;
+* valid pixels: ``min_depth < gt < max_depth`` (1e-3 and 80 m);
+* median scaling (self-supervised monocular depth has no metric scale):
+  ``pred *= median(gt) / median(pred)`` over the valid pixels, per image;
+  reported as ``<metric>`` and, without scaling, as ``<metric>_noscale``;
+* predictions are clipped to ``[min_depth, max_depth]``;
+* ``abs_rel = mean(|gt - p| / gt)``, ``sq_rel = mean((gt - p)^2 / gt)``,
+  ``rmse``, ``rmse_log``, ``a1/a2/a3 = mean(max(gt/p, p/gt) < 1.25^k)``.
+
+Ground truth is the batch's ``depth`` (metres, 0 = invalid): MiniCity's
+rendered depth, or Cityscapes depth from disparity (the data pipeline
+converts ``(png - 1) / 256`` disparity with the camera's baseline and fx).
+
+Pose: absolute trajectory error of the 2-frame snippets (centre -> source
+camera), aligned in scale by least squares as monodepth2's ``compute_ate``.
+Needs ground-truth ``gt_cam_T_cam`` ``[B, T, 4, 4]`` in the batch (MiniCity).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+MIN_DEPTH = 1e-3
+MAX_DEPTH = 80.0
+
+
+def depth_errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+  """The seven monodepth2 errors between 1-D arrays of valid depths.
+
+  Args:
+    gt: [N] positive ground-truth depths.
+    pred: [N] positive predicted depths.
+
+  Returns:
+    ``{name: value}`` for ``METRICS``.
+  """
+  gt = np.asarray(gt, np.float64)
+  pred = np.asarray(pred, np.float64)
+  thresh = np.maximum(gt / pred, pred / gt)
+  return {
+      "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
+      "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
+      "rmse": float(np.sqrt(np.mean((gt - pred) ** 2))),
+      "rmse_log": float(np.sqrt(np.mean((np.log(gt) - np.log(pred)) ** 2))),
+      "a1": float(np.mean(thresh < 1.25)),
+      "a2": float(np.mean(thresh < 1.25 ** 2)),
+      "a3": float(np.mean(thresh < 1.25 ** 3)),
+  }
+
+
+def disp_to_depth(disp: np.ndarray, min_depth: float, max_depth: float):
+  """monodepth2: sigmoid disparity -> depth in ``[min_depth, max_depth]``."""
+  min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+  return 1.0 / (min_disp + (max_disp - min_disp) * np.asarray(disp))
+
+
+def resize_disp(disp: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of a ``[h, w]`` map to ``size=(H, W)`` (as cv2)."""
+  disp = np.asarray(disp, np.float32)
+  if disp.shape == tuple(size):
+    return disp
+  return np.asarray(Image.fromarray(disp, mode="F").resize(
+      (size[1], size[0]), Image.BILINEAR))
+
+
+def image_metrics(gt_depth: np.ndarray, pred_depth: np.ndarray, *,
+                  median_scaling: bool, min_depth: float = MIN_DEPTH,
+                  max_depth: float = MAX_DEPTH) -> dict[str, float] | None:
+  """Errors of one image.
+
+  Args:
+    gt_depth: [H, W] metres, 0 (or out of range) = invalid.
+    pred_depth: [H, W] predicted depth at the same size.
+    median_scaling: rescale the prediction by median(gt)/median(pred).
+    min_depth, max_depth: valid range and clipping bounds.
+
+  Returns:
+    The metric dict (plus ``"scale"``), or None if no pixel is valid.
+  """
+  gt_depth = np.asarray(gt_depth, np.float64)
+  pred_depth = np.asarray(pred_depth, np.float64)
+  if gt_depth.shape != pred_depth.shape:
+    raise ValueError(f"gt {gt_depth.shape} and prediction "
+                     f"{pred_depth.shape} differ in shape")
+  mask = (gt_depth > min_depth) & (gt_depth < max_depth)
+  if not mask.any():
+    return None
+  gt, pred = gt_depth[mask], pred_depth[mask]
+  scale = float(np.median(gt) / np.median(pred)) if median_scaling else 1.0
+  pred = np.clip(pred * scale, min_depth, max_depth)
+  out = depth_errors(gt, pred)
+  out["scale"] = scale
+  return out
+
+
+class DepthAccumulator:
+  """Averages per-image metrics, with and without median scaling."""
+
+  def __init__(self, *, min_depth: float = MIN_DEPTH,
+               max_depth: float = MAX_DEPTH, pred_min_depth: float = 0.1,
+               pred_max_depth: float = 100.0):
+    self.min_depth, self.max_depth = min_depth, max_depth
+    self.pred_min_depth, self.pred_max_depth = pred_min_depth, pred_max_depth
+    self._rows = {"": [], "_noscale": []}
+    self._pose = []
+
+  def add_disparities(self, gt_depth: np.ndarray, disp: np.ndarray) -> None:
+    """Adds a batch.
+
+    Args:
+      gt_depth: [B, H, W] metres (0 = invalid); an all-invalid image (e.g.
+        the pipeline's padding) is skipped.
+      disp: [B, h, w] or [B, h, w, 1] sigmoid disparity (any resolution).
+    """
+    gt_depth = np.asarray(gt_depth)
+    disp = np.asarray(disp)
+    if disp.ndim == 4:
+      disp = disp[..., 0]
+    for g, d in zip(gt_depth, disp):
+      pred = disp_to_depth(resize_disp(d, g.shape), self.pred_min_depth,
+                           self.pred_max_depth)
+      for suffix, med in (("", True), ("_noscale", False)):
+        m = image_metrics(g, pred, median_scaling=med,
+                          min_depth=self.min_depth, max_depth=self.max_depth)
+        if m is not None:
+          self._rows[suffix].append(m)
+
+  def add_poses(self, gt_T: np.ndarray, pred_T: np.ndarray) -> None:
+    """Adds [N, 4, 4] ground-truth and predicted centre->source transforms."""
+    for g, p in zip(np.asarray(gt_T), np.asarray(pred_T)):
+      self._pose.append(snippet_ate(g, p))
+
+  @property
+  def num_images(self) -> int:
+    return len(self._rows[""])
+
+  def result(self) -> dict[str, float]:
+    """``{metric, metric_noscale, median_scale_std, pose_ate?}``."""
+    out = {}
+    for suffix, rows in self._rows.items():
+      if not rows:
+        continue
+      for k in METRICS:
+        out[k + suffix] = float(np.mean([r[k] for r in rows]))
+    if self._rows[""]:
+      out["median_scale"] = float(np.mean([r["scale"]
+                                           for r in self._rows[""]]))
+    if self._pose:
+      out["pose_ate"] = float(np.mean(self._pose))
+    out["num_images"] = float(self.num_images)
+    return out
+
+
+def snippet_ate(gt_T: np.ndarray, pred_T: np.ndarray) -> float:
+  """ATE of one 2-frame snippet: the source camera's position, scale-aligned.
+
+  The centre camera is the origin of the snippet (both trajectories start
+  at 0), so the trajectory is ``[0, t]`` with ``t`` the translation of
+  ``inv(cam_T_cam)`` (camera centre of the source frame in the centre
+  frame); the scale ``sum(gt * pred) / sum(pred^2)`` is fitted by least
+  squares (monodepth2 ``compute_ate``).
+
+  Args:
+    gt_T, pred_T: [4, 4] centre->source transforms.
+
+  Returns:
+    RMSE of the aligned positions (over the 2 frames).
+  """
+  def centre(T):
+    return np.linalg.inv(np.asarray(T, np.float64))[:3, 3]
+  gt = np.stack([np.zeros(3), centre(gt_T)])
+  pred = np.stack([np.zeros(3), centre(pred_T)])
+  denom = np.sum(pred ** 2)
+  scale = np.sum(gt * pred) / denom if denom > 0 else 0.0
+  err = pred * scale - gt
+  return float(np.sqrt(np.sum(err ** 2) / gt.shape[0]))
+
+
+def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
+             batches: Iterable[dict[str, Any]], **kwargs) -> dict[str, float]:
+  """Runs ``predict_fn`` over ``batches`` and accumulates depth (and pose).
+
+  Args:
+    predict_fn: ``batch -> {"disp": [B, h, w, 1], "cam_T_cam"?: {f: [B,4,4]}}``
+      (host numpy or jax arrays).
+    batches: iterable of batch dicts with ``depth`` [B, H, W] (and, for
+      pose, ``gt_cam_T_cam`` [B, T, 4, 4] and ``frame_offsets`` order).
+    **kwargs: passed to ``DepthAccumulator``.
+
+  Returns:
+    ``DepthAccumulator.result()``.
+  """
+  acc = DepthAccumulator(**kwargs)
+  for batch in batches:
+    if "depth" not in batch:
+      raise KeyError(
+          "depth evaluation needs ground-truth 'depth' in the batch; set "
+          "with_depth=True on the evaluated stream config (has keys "
+          f"{sorted(batch)})")
+    out = predict_fn(batch)
+    valid = np.asarray(batch["index"]) >= 0 if "index" in batch else None
+    gt = np.asarray(batch["depth"])
+    disp = np.asarray(out["disp"])
+    if valid is not None:
+      gt, disp = gt[valid], disp[valid]
+    acc.add_disparities(gt, disp)
+    if "gt_cam_T_cam" in batch and "cam_T_cam" in out:
+      gt_T = np.asarray(batch["gt_cam_T_cam"])
+      for t, f in enumerate(out["offsets"]):
+        if f == 0:
+          continue
+        g, p = gt_T[:, t], np.asarray(out["cam_T_cam"][f])
+        if valid is not None:
+          g, p = g[valid], p[valid]
+        acc.add_poses(g, p)
+  return acc.result()
+
+
+# Anchor colours of matplotlib's "magma" map at 0, 0.25, 0.5, 0.75, 1.
+_MAGMA = np.array([[0, 0, 4], [81, 18, 124], [183, 55, 121],
+                   [252, 137, 97], [252, 253, 191]], np.float32)
+
+
+def colorize(x: np.ndarray, lo: float | None = None,
+             hi: float | None = None) -> np.ndarray:
+  """Maps ``[H, W]`` values to magma colours (uint8 ``[H, W, 3]``).
+
+  Values are normalised to [0, 1] with ``lo``/``hi`` (default: the map's
+  2nd and 98th percentiles) and interpolated between 5 anchor colours.
+  """
+  x = np.asarray(x, np.float32)
+  lo = np.percentile(x, 2) if lo is None else lo
+  hi = np.percentile(x, 98) if hi is None else hi
+  t = np.clip((x - lo) / max(hi - lo, 1e-8), 0.0, 1.0) * (len(_MAGMA) - 1)
+  i = np.minimum(t.astype(np.int32), len(_MAGMA) - 2)
+  f = (t - i)[..., None]
+  return ((1 - f) * _MAGMA[i] + f * _MAGMA[i + 1]).round().astype(np.uint8)
+
+
+def panels(images: np.ndarray, disp: np.ndarray,
+           gt_depth: np.ndarray | None = None,
+           max_images: int = 4) -> np.ndarray:
+  """TensorBoard panels: input | predicted disparity | GT inverse depth.
+
+  Args:
+    images: [B, H, W, 3] uint8 (or float in [0, 1]).
+    disp: [B, h, w] predicted disparity.
+    gt_depth: [B, H, W] metres (0 = invalid) or None.
+    max_images: at most this many rows.
+
+  Returns:
+    [N, H, 2W or 3W, 3] uint8.
+  """
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+  out = []
+  for b in range(min(max_images, images.shape[0])):
+    h, w = images.shape[1:3]
+    row = [images[b], colorize(resize_disp(disp[b], (h, w)))]
+    if gt_depth is not None:
+      g = np.asarray(gt_depth[b], np.float32)
+      inv = np.where(g > 0, 1.0 / np.maximum(g, 1e-6), 0.0)
+      valid = inv[g > 0]
+      lo, hi = ((np.percentile(valid, 2), np.percentile(valid, 98))
+                if valid.size else (0.0, 1.0))
+      row.append(np.where((g > 0)[..., None], colorize(inv, lo, hi), 0)
+                 .astype(np.uint8))
+    out.append(np.concatenate(row, axis=1))
+  return np.stack(out)
