@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import optax
 
-from sdeseg_jax.train import ema as ema_lib
+from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.train.state import TrainState
 from sdeseg_jax.utils import sharding as sharding_lib
 
@@ -86,12 +86,11 @@ def train_step(state: TrainState, batch: Batch, *, task: Task,
   new = state.replace(step=state.step + 1, params=params,
                       batch_stats=new_batch_stats, opt_state=opt_state)
   if state.ema_params is not None:
-    decay = ema_lib.mean_teacher_decay(new.step, config.train.ema_decay)
-    new = new.replace(ema_params=ema_lib.ema_update(
-        state.ema_params, params, decay))
-    if config.train.ema_batch_stats:
-      new = new.replace(ema_batch_stats=ema_lib.ema_update(
-          state.ema_batch_stats, new_batch_stats, decay))
+    ema_params, ema_batch_stats = teacher_lib.update_teacher(
+        new.step, state.ema_params, params, state.ema_batch_stats,
+        new_batch_stats, max_decay=config.train.ema_decay,
+        average_batch_stats=config.train.ema_batch_stats)
+    new = new.replace(ema_params=ema_params, ema_batch_stats=ema_batch_stats)
   # Keep the old state on a non-finite update (see Returns).
   new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
   metrics = dict(metrics)
