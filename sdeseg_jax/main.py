@@ -25,7 +25,9 @@ MODES = {
     "demo": "sdeseg_jax.demo:run",
     "prepare": "sdeseg_jax.data.prepare:run",
     "sde": "sdeseg_jax.train.sde:run",
+    "ssl": "sdeseg_jax.train.ssl:run",
     "export_depth": "sdeseg_jax.train.export:run",
+    "ssda": "sdeseg_jax.train.ssda:run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

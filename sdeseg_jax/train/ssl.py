@@ -1,0 +1,485 @@
+r"""Mode ``ssl``: semi-supervised segmentation with self-supervised depth.
+
+  python -m sdeseg_jax.main --config=configs/ssl_minicity.py:row=depthmix \
+      --workdir=/tmp/ssl_minicity
+
+One optimiser step (REFERENCE_SPEC §4.3-4.5, IJCV §3.3-3.4), all inside the
+jitted ``train_step`` and vectorised over the batch:
+
+1. *Labeled batch* (``batch["labeled"]``): the student on ``color_aug``
+   gives the supervised CE (PAD: mean of final and intermediate CE). With
+   ``config.ssl.sde_weight > 0`` (multi-task) the pose net runs on the
+   neighbour frames and the monodepth2 loss L_D of the sequence is added.
+2. *Unlabeled batch* (``batch["unlabeled"]``, the union of labeled and
+   unlabeled images when ``config.mix.use_gt``) if ``config.ssl.unlabeled``:
+   the mean teacher (``state.ema_params``) gives the class probabilities, in
+   train mode (reference) or inference mode (``config.mix.teacher_mode``).
+3. Online depth (``config.mix.depth_source == "online"``, 212) or
+   ``config.ssl.sde_on_unlabeled``: the student runs on the unmixed
+   unlabeled batch; its scale-0 disparity drives DepthMix, and with
+   ``sde_on_unlabeled`` the SDE loss of that batch is added too (the
+   reference counts L_D twice per iteration this way, §4.3).
+4. Mask (DepthMix / ClassMix / CutMix / ones), mix of images, pseudo labels
+   and confidences with the same mask (image i with its pair partner i^1),
+   strong augmentation, the student on the mixed images and the pseudo-label
+   loss ``q * CE`` (one q per batch, τ = 0.968, §4.5.7).
+
+L = λ_seg·CE + λ_D·L_D(labeled) [+ λ_D·L_D(unlabeled)] + w·q·CE(mixed).
+BatchNorm statistics are threaded through every student forward, as every
+train-mode forward updates them in the reference. The engine
+(``train/step.py``) applies the update, then the EMA teacher update with
+α_t = min(1 − 1/(t+1), 0.99) over all parameters (the teacher never uses
+the pose net, so averaging it is harmless) and, with
+``config.train.ema_batch_stats``, over the BatchNorm statistics.
+
+Every random draw (dropout, automask noise, ClassMix classes, CutMix box,
+jitter, blur) comes from ``fold_in(state.rng, step)``, and BatchNorm is
+global over the batch, so 1 and N devices give the same step.
+
+Two data streams (``config.data.labeled``, ``config.data.unlabeled``) come
+from ``pipeline.make_loader`` each and are checkpointed together
+(``seg.NamedIterators``). Evaluation: the student and the EMA teacher on
+``config.data.val`` with each protocol of ``config.eval.protocols``; mIoU,
+per-class IoU, best-so-far; per-class tables in ``<workdir>/iou_tables``;
+TensorBoard panels of predictions and of the DepthMix/ClassMix inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from sdeseg_jax.eval import evaluator as evaluator_lib
+from sdeseg_jax.eval.depth import colorize
+from sdeseg_jax.losses.monodepth import monodepth_loss
+from sdeseg_jax.mixing import masks as masks_lib
+from sdeseg_jax.models import joint
+from sdeseg_jax.models import pretrained
+from sdeseg_jax.train import sde
+from sdeseg_jax.train import seg
+from sdeseg_jax.train import trainer
+from sdeseg_jax.utils import sharding as sharding_lib
+
+
+class SSLTask:
+  """The SSL task for ``trainer.fit`` (see ``step.Task``).
+
+  Args:
+    config: the full config (``model``, ``loss``, ``ssl``, ``mix``,
+      ``train``, ``init``).
+  """
+
+  def __init__(self, config: mlc.ConfigDict):
+    self.config = config
+    self.model = joint.from_config(config.model)
+    self.sc = config.ssl
+    self.mix = config.mix
+    self.loss_cfg = config.loss
+    self.offsets = tuple(sorted(config.loss.frame_offsets))
+    seg.check_mix_config(self.mix,
+                         ema_batch_stats=config.train.ema_batch_stats)
+    if config.model.seg_head == "none":
+      raise ValueError("config.model.seg_head='none' has no segmentation "
+                       "head; use pad or transfer for mode=ssl")
+    self.has_depth = (config.model.seg_head == "pad" or config.model.depth)
+    self.sde = self.sc.sde_weight > 0
+    if self.sde:
+      if not (self.has_depth and config.model.pose):
+        raise ValueError("config.ssl.sde_weight > 0 needs a model with "
+                         "depth outputs and config.model.pose=True")
+      if self.offsets == (0,):
+        raise ValueError("config.ssl.sde_weight > 0 needs neighbour frames "
+                         "in config.loss.frame_offsets")
+    if self.sc.unlabeled and not config.train.use_ema:
+      raise ValueError("config.ssl.unlabeled=True needs the mean teacher: "
+                       "set config.train.use_ema=True")
+    if self.sc.sde_on_unlabeled and not self.sde:
+      raise ValueError("config.ssl.sde_on_unlabeled needs "
+                       "config.ssl.sde_weight > 0")
+    self.online = (self.sc.unlabeled and self.mix.mask == "depthmix" and
+                   self.mix.depth_source == "online")
+    if self.online and not self.has_depth:
+      raise ValueError("config.mix.depth_source='online' needs a model with "
+                       "depth outputs (seg_head='pad' or model.depth=True)")
+
+  # -- engine interface ----------------------------------------------------
+
+  def init(self, rng, batch):
+    lab = batch["labeled"]
+    x, offsets = self._frames(lab, self.sde)
+    v = self.model.init({"params": rng, "dropout": rng}, x, offsets,
+                        train=False)
+    return v["params"], v.get("batch_stats", {})
+
+  def load_pretrained(self, params, batch_stats):
+    """ImageNet npz (``config.model.encoder_init`` / ``pose_encoder_init``),
+    then the SDE run of ``config.init`` (encoder, decoders, pose)."""
+    mc = self.config.model
+    variables = {"params": params, "batch_stats": batch_stats}
+    if mc.encoder_init:
+      variables = pretrained.merge_variables(
+          variables, pretrained.load_npz(mc.encoder_init), at=("encoder",))
+    if mc.pose_encoder_init and mc.pose:
+      variables = pretrained.merge_variables(
+          variables, pretrained.load_npz(mc.pose_encoder_init),
+          at=("pose", "encoder"))
+    variables = jax.device_get(variables)
+    variables = seg.init_from_sde(variables, self.config.init, mc)
+    return variables["params"], variables["batch_stats"]
+
+  def loss_fn(self, params, batch_stats, batch, rng, step, teacher=None):
+    """The SSL loss of one step; see the module docstring.
+
+    Args:
+      params, batch_stats: student variables.
+      batch: ``{"labeled": ..., "unlabeled": ...}`` per docs/design.md
+        (``unlabeled`` only with ``config.ssl.unlabeled``).
+      rng: per-step key.
+      step: [] int (unused; the key already depends on it).
+      teacher: ``(ema_params, ema_batch_stats)`` (required when
+        ``config.ssl.unlabeled``).
+
+    Returns:
+      ``(loss, (new_batch_stats, metrics))``.
+    """
+    del step
+    keys = dict(zip(
+        ("drop_lab", "drop_unl", "drop_mix", "teacher", "mask", "aug",
+         "sde_lab", "sde_unl"), jax.random.split(rng, 8)))
+    bs = batch_stats
+    metrics = {}
+    lab = batch["labeled"]
+    x, offsets = self._frames(lab, self.sde)
+    out, bs = self._apply(params, bs, x, offsets, keys["drop_lab"])
+    l_seg, m = seg.labeled_seg_loss(out, lab["label"])
+    metrics.update(m)
+    metrics["seg_loss"] = l_seg
+    total = self.sc.seg_weight * l_seg
+    if self.sde:
+      l_d = self._sde_loss(out, lab, keys["sde_lab"])
+      metrics["sde_loss"] = l_d
+      total = total + self.sc.sde_weight * l_d
+    if self.sc.unlabeled:
+      if teacher is None:
+        raise ValueError("config.ssl.unlabeled needs the EMA teacher in the "
+                         "state (config.train.use_ema=True)")
+      l_mix, bs, m, _ = self._unlabeled(params, bs, batch["unlabeled"],
+                                        teacher, keys)
+      metrics.update(m)
+      total = total + l_mix
+    return total, (bs, metrics)
+
+  # -- pieces ----------------------------------------------------------------
+
+  def _frames(self, b, with_neighbours: bool):
+    """Network input ``[B, T, H, W, 3]`` float and its frame offsets."""
+    x = seg.to_float(b["color_aug"])
+    if with_neighbours:
+      if x.shape[1] != len(self.offsets):
+        raise ValueError(
+            f"the SDE loss needs {len(self.offsets)} frames "
+            f"{self.offsets} per sample, the stream delivers "
+            f"{x.shape[1]} (set its frame_offsets)")
+      return x, self.offsets
+    if x.shape[1] == 1:
+      return x, (0,)
+    if x.shape[1] != len(self.offsets):
+      raise ValueError(f"stream delivers {x.shape[1]} frames but "
+                       f"config.loss.frame_offsets is {self.offsets}")
+    return x[:, self.offsets.index(0)][:, None], (0,)
+
+  def _apply(self, params, bs, x, offsets, drop_rng, pose=True):
+    out, new = self.model.apply(
+        {"params": params, "batch_stats": bs}, x, offsets, train=True,
+        pose=pose, rngs={"dropout": drop_rng}, mutable=["batch_stats"])
+    return out, new["batch_stats"]
+
+  def _sde_loss(self, out, b, rng):
+    """monodepth2 loss of a sequence batch (non-augmented targets)."""
+    disps = {s: out["disp"][s].astype(jnp.float32)
+             for s in self.loss_cfg.scales}
+    pyramid = {s: seg.to_float(b["pyramid"][f"s{s}"])
+               for s in self.loss_cfg.scales if s > 0}
+    loss, _ = monodepth_loss(
+        disps, seg.to_float(b["color"]), pyramid,
+        sde.cam_T_cam(out, self.offsets), b["K"], b["inv_K"], rng,
+        self.loss_cfg)
+    return loss
+
+  def _unlabeled(self, params, bs, unl, teacher, keys):
+    """Teacher, (online depth), mask, mix, augment, pseudo-label loss.
+
+    Returns:
+      ``(loss, new_batch_stats, metrics, mixed)`` where ``mixed`` holds the
+      mixing inputs and outputs (for image panels).
+    """
+    metrics = {}
+    loss = jnp.zeros((), jnp.float32)
+    frames = seg.to_float(unl["color_aug"])
+    img = (frames[:, self.offsets.index(0)] if frames.shape[1] > 1
+           else frames[:, 0])
+    probs = seg.teacher_probs(self.model, teacher, img, keys["teacher"],
+                              self.mix.teacher_mode)
+    student_disp = None
+    if self.online or self.sc.sde_on_unlabeled:
+      x, offsets = self._frames(unl, self.sc.sde_on_unlabeled)
+      out_u, bs = self._apply(params, bs, x, offsets, keys["drop_unl"])
+      student_disp = jax.lax.stop_gradient(out_u["disp"][0])
+      if self.sc.sde_on_unlabeled:
+        l_d = self._sde_loss(out_u, unl, keys["sde_unl"])
+        metrics["sde_loss_unlabeled"] = l_d
+        loss = loss + self.sc.sde_weight * l_d
+    disp = None
+    if self.mix.mask == "depthmix":
+      disp = seg.mix_depth(self.mix.depth_source, unl, student_disp)
+    use_gt = self.mix.use_gt and "is_labeled" in unl
+    mixed = seg.mix_batch(
+        self.mix, keys["mask"], img, probs,
+        labels=unl["label"] if use_gt else None,
+        is_labeled=unl["is_labeled"] if use_gt else None, disp=disp)
+    x_mix = seg.strong_augment(self.mix, keys["aug"], mixed["image"])
+    out_m, bs = self._apply(params, bs, x_mix[:, None], (0,),
+                            keys["drop_mix"], pose=False)
+    l_u, q = seg.pseudo_label_loss(self.mix, out_m["semantics"],
+                                   mixed["conf"], mixed["label"])
+    metrics.update(mix_loss=l_u, q=jnp.mean(q),
+                   mask_mean=jnp.mean(mixed["mask"]),
+                   teacher_conf=jnp.mean(jnp.max(probs, axis=-1)))
+    mixed = dict(mixed, augmented=x_mix, input=img, disp=disp)
+    return loss + l_u, bs, metrics, mixed
+
+  # -- evaluation / panels ---------------------------------------------------
+
+  def predict(self, variables, images):
+    """Eval-mode logits ``[B, H, W, C]`` of images ``[B, H, W, 3]``."""
+    out = self.model.apply(variables, images[:, None], (0,), train=False,
+                           pose=False)
+    return out["semantics"]
+
+  def mix_preview(self, params, batch_stats, teacher, unl, rng):
+    """The mixing of one unlabeled batch, for TensorBoard panels.
+
+    Returns:
+      ``{"input", "augmented"}`` ``[B, H, W, 3]``, ``"label"``, ``"mask"``
+      ``[B, H, W]``, ``"disp"`` ``[B, H, W]`` (DepthMix) and ``"partner"``
+      ``[B]``.
+    """
+    keys = dict(zip(
+        ("drop_lab", "drop_unl", "drop_mix", "teacher", "mask", "aug",
+         "sde_lab", "sde_unl"), jax.random.split(rng, 8)))
+    _, _, _, mixed = self._unlabeled(params, batch_stats, unl, teacher,
+                                     keys)
+    mixed["partner"] = masks_lib.pair_partner_index(mixed["mask"].shape[0])
+    return mixed
+
+
+def teacher_variables(state, config) -> dict[str, Any]:
+  """Teacher variables for evaluation in inference mode.
+
+  With ``config.train.ema_batch_stats`` the teacher's own averaged
+  statistics; otherwise (reference: parameters only) the student's running
+  statistics, since the teacher's were never updated.
+  """
+  stats = (state.ema_batch_stats if config.train.ema_batch_stats
+           else state.batch_stats)
+  return {"params": state.ema_params, "batch_stats": stats}
+
+
+def models_to_evaluate(state, config) -> dict[str, Any]:
+  models = {"student": {"params": state.params,
+                        "batch_stats": state.batch_stats}}
+  if state.ema_params is not None:
+    models["teacher"] = teacher_variables(state, config)
+  return models
+
+
+def prediction_panels(images: np.ndarray, labels: np.ndarray,
+                      preds: dict[str, np.ndarray]) -> np.ndarray:
+  """``[N, H, (2 + len(preds)) * W, 3]`` uint8: image | GT | predictions."""
+  cols = [np.asarray(images, np.uint8), evaluator_lib.colorize_labels(labels)]
+  cols += [evaluator_lib.colorize_labels(p) for p in preds.values()]
+  return np.concatenate(cols, axis=2)
+
+
+def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
+  """``[N, H, 7 * W, 3]`` uint8 panels of the mixing of each image i.
+
+  Columns: image i | its partner j | depth i | depth j (grey if the mask is
+  not depth based) | mask (white = keep i) | mixed, augmented image | mixed
+  pseudo label (black = ignore).
+  """
+  img = np.clip(np.asarray(mixed["input"]) * 255.0, 0, 255).astype(np.uint8)
+  partner = np.asarray(mixed["partner"])
+  n = img.shape[0]
+  if mixed.get("disp") is not None:
+    d = colorize(np.asarray(mixed["disp"]), 0.0, 1.0)
+  else:
+    d = np.full(img.shape, 128, np.uint8)
+  mask = (np.asarray(mixed["mask"])[..., None] * 255).astype(np.uint8)
+  mask = np.repeat(mask, 3, axis=-1)
+  aug = np.clip(np.asarray(mixed["augmented"]) * 255.0, 0, 255).astype(
+      np.uint8)
+  lab = evaluator_lib.colorize_labels(np.asarray(mixed["label"]))
+  rows = [np.concatenate([img[i], img[partner[i]], d[i], d[partner[i]],
+                          mask[i], aug[i], lab[i]], axis=1)
+          for i in range(n)]
+  return np.stack(rows)
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+# ---------------------------------------------------------------------------
+
+
+def dataset_path(config: mlc.ConfigDict, workdir: str) -> str:
+  """Root of the data, generating MiniCity there first if configured."""
+  st = config.data.labeled
+  path = st.path or os.path.join(workdir, "data", "minicity")
+  if "minicity" in config and not os.path.isfile(path + ".done"):
+    from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
+    logging.info("generating MiniCity into %s", path)
+    minicity.generate_from_config(config.minicity, path, overwrite=True,
+                                  log=logging.info)
+    with open(path + ".done", "w") as f:
+      f.write("done\n")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(
+        f"config.data.labeled.path={path!r} does not exist; point it at the "
+        "dataset root")
+  return path
+
+
+def _stream(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
+  return sde.stream_with_path(stream, stream.path or path)
+
+
+def make_train_iterators(config, path: str, mesh, data_dir: str
+                         ) -> seg.NamedIterators:
+  """The labeled (and unlabeled) training loaders, checkpointed together."""
+  from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  its = {"labeled": pipeline.make_loader(
+      _stream(config.data.labeled, path), split="train",
+      global_batch_size=config.train.batch_size, seed=config.seed,
+      train=True, mesh=mesh, data_dir=data_dir)}
+  if config.ssl.unlabeled:
+    # A different seed decorrelates the two streams' orders.
+    its["unlabeled"] = pipeline.make_loader(
+        _stream(config.data.unlabeled, path), split="train",
+        global_batch_size=config.ssl.unlabeled_batch_size,
+        seed=config.seed + 1, train=True, mesh=mesh, data_dir=data_dir)
+  return seg.NamedIterators(**its)
+
+
+def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
+  """ShapeDtypeStructs of the labeled part (for parameter init)."""
+  st = config.data.labeled
+  h, w = tuple(st.crop_size) if len(st.crop_size) else tuple(st.image_size)
+  t = len(st.frame_offsets)
+  return {"labeled": {"color_aug": jax.ShapeDtypeStruct(
+      (config.train.batch_size, t, h, w, 3), jnp.uint8)}}
+
+
+def make_eval_fns(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
+                  data_dir: str, workdir: str):
+  """``(eval_fn, image_fn)`` for ``trainer.fit``."""
+  from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  ec = config.eval
+  repl = sharding_lib.replicated(mesh)
+
+  def batches_fn(stream, limit=None):
+    def gen():
+      loader = pipeline.make_loader(
+          stream, split=ec.split, global_batch_size=ec.batch_size,
+          seed=config.seed, train=False, mesh=mesh, data_dir=data_dir)
+      for i, b in enumerate(loader):
+        if (limit or ec.num_batches) and i >= (limit or ec.num_batches):
+          break
+        yield b
+      loader.close()
+    return gen
+
+  evaluators = {}
+  for proto in ec.protocols:
+    stream = _stream(config.data.val if proto == "paper"
+                     else config.data.val_full, path)
+    evaluators[proto] = evaluator_lib.SegmentationEvaluator(
+        task.predict, batches_fn(stream), num_classes=config.model.num_classes,
+        protocol=proto, input_size=tuple(config.data.val.image_size),
+        centre_index=tuple(sorted(stream.frame_offsets)).index(0),
+        class_names=tuple(ec.class_names))
+  table_dir = os.path.join(workdir, "iou_tables")
+
+  def eval_fn(state):
+    step = int(jax.device_get(state.step))
+    models = models_to_evaluate(state, config)
+    res = {}
+    for proto, ev in evaluators.items():
+      scores = ev.evaluate(models, step)
+      if jax.process_index() == 0:
+        evaluator_lib.write_tables(
+            table_dir, scores, step=step,
+            final=step >= config.train.num_steps, prefix=f"{proto}_",
+            class_names=ev.class_names)
+      for name, s in scores.items():
+        res[f"{proto}/{name}/miou"] = float(s["miou"])
+        res[f"{proto}/{name}/best_miou"] = float(s["best_miou"])
+        res[f"{proto}/{name}/overall_acc"] = float(s["overall_acc"])
+        for c, v in enumerate(s["iou"]):
+          res[f"{proto}/{name}/iou/{ev.class_names[c]}"] = float(v)
+    logging.info("step %d eval: %s", step,
+                 {k: round(v, 4) for k, v in res.items()
+                  if k.endswith("/miou")})
+    return res
+
+  predict = jax.jit(task.predict, out_shardings=repl)
+  preview = jax.jit(task.mix_preview, out_shardings=repl)
+  val_stream = _stream(config.data.val, path)
+  panel_batch = {}
+
+  def image_fn(state):
+    b = next(batches_fn(val_stream, limit=1)())
+    host = jax.device_get(b)
+    c = tuple(sorted(val_stream.frame_offsets)).index(0)
+    images = host["color"][:, c][:ec.num_images]
+    x = b["color"][:, c].astype(jnp.float32) / 255.0
+    preds = {name: np.argmax(jax.device_get(predict(v, x)), -1)[
+        :ec.num_images] for name, v in models_to_evaluate(state,
+                                                          config).items()}
+    out = {"predictions": prediction_panels(
+        images, host["label"][:ec.num_images], preds)}
+    if config.ssl.unlabeled:
+      if "unl" not in panel_batch:
+        its = make_train_iterators(config, path, mesh, data_dir)
+        panel_batch["unl"] = next(its)["unlabeled"]
+        its.close()
+      mixed = jax.device_get(preview(
+          state.params, state.batch_stats,
+          (state.ema_params, state.ema_batch_stats), panel_batch["unl"],
+          jax.random.PRNGKey(0)))
+      out["mix_panels"] = mix_panels(mixed)[:ec.num_images]
+    return out
+
+  return eval_fn, image_fn
+
+
+def run(config: mlc.ConfigDict, workdir: str) -> None:
+  """Entry point of ``mode=ssl``."""
+  mesh = sharding_lib.make_mesh()
+  path = dataset_path(config, workdir)
+  data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
+  task = SSLTask(config)
+  its = make_train_iterators(config, path, mesh, data_dir)
+  eval_fn = image_fn = None
+  if config.eval.split:
+    eval_fn, image_fn = make_eval_fns(task, config, mesh, path, data_dir,
+                                      workdir)
+  trainer.fit(config, workdir, task=task, train_iter=its,
+              example_batch=example_batch(config), mesh=mesh,
+              eval_fn=eval_fn, image_fn=image_fn)
+  its.close()

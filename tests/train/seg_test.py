@@ -1,0 +1,359 @@
+"""Tests of the shared segmentation pieces (train/seg.py, eval/evaluator.py)."""
+
+import functools
+import json
+import os
+import tempfile
+
+from absl.testing import absltest
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdeseg_jax.eval import evaluator as evaluator_lib
+from sdeseg_jax.losses.segmentation import cross_entropy
+from sdeseg_jax.models import joint
+from sdeseg_jax.train import seg
+
+_MODEL_KW = dict(encoder_depth=10, width=8, decoder="dec_tiny", pose_depth=10)
+
+
+def _model(**kw):
+  return joint.SegDepthNet(**{**_MODEL_KW, **kw})
+
+
+def _init(model, images, offsets=(0,), seed=0):
+  """Random variables of the model's shapes (no flax init: it is slow on
+  CPU, eager or compiled, and the tests only need distinct values)."""
+  rng = jax.random.PRNGKey(seed)
+  shapes = jax.eval_shape(lambda: model.init(
+      {"params": rng, "dropout": rng}, images, offsets, train=False))
+  gen = np.random.default_rng(seed)
+
+  def fill(path, s):
+    x = 0.2 * gen.normal(size=s.shape)
+    if "var" in str(path[-1]) or "scale" in str(path[-1]):
+      x = 1.0 + np.abs(x)  # BN variances and scales
+    return x.astype(s.dtype)
+  return flax.core.unfreeze(jax.tree_util.tree_map_with_path(fill, shapes))
+
+
+class LossTest(absltest.TestCase):
+
+  def test_pad_loss_is_mean_of_final_and_intermediate(self):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, (2, 16, 16)).astype(np.int32)
+    labels[0, :3] = 250
+    out = {"semantics": jnp.asarray(rng.normal(size=(2, 16, 16, 5)),
+                                    jnp.float32),
+           "intermediate_semantics": jnp.asarray(
+               rng.normal(size=(2, 4, 4, 5)), jnp.float32)}
+    loss, m = seg.labeled_seg_loss(out, labels)
+    final = cross_entropy(out["semantics"], labels)
+    inter = cross_entropy(out["intermediate_semantics"], labels)
+    np.testing.assert_allclose(loss, 0.5 * (final + inter), rtol=1e-6)
+    np.testing.assert_allclose(m["ce_intermediate"], inter, rtol=1e-6)
+    loss_t, _ = seg.labeled_seg_loss({"semantics": out["semantics"]},
+                                     labels)
+    np.testing.assert_allclose(loss_t, final, rtol=1e-6)
+
+  def test_pseudo_label_loss_one_q_per_batch_ignore_in_denominator(self):
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
+    conf = np.full((2, 4, 4), 0.5, np.float32)
+    conf[0, 0, :] = 0.968  # exactly tau counts (">=")
+    conf[1, 1, :2] = 0.99
+    labels = rng.integers(0, 3, (2, 4, 4)).astype(np.int32)
+    labels[1, 3] = 250
+    cfg = seg.mix_config(weight=2.0)
+    loss, q = seg.pseudo_label_loss(cfg, logits, conf, labels)
+    self.assertAlmostEqual(float(q), 6 / 32)
+    logp = jax.nn.log_softmax(logits, -1)
+    nll = -np.take_along_axis(np.asarray(logp),
+                              np.clip(labels, 0, 2)[..., None], -1)[..., 0]
+    nll[labels == 250] = 0.0
+    np.testing.assert_allclose(loss, 2.0 * (6 / 32) * nll.sum() / 32,
+                               rtol=1e-5)
+    cfg.per_image_q = True
+    _, q_img = seg.pseudo_label_loss(cfg, logits, conf, labels)
+    # Eq. 11 uses ">": the pixels at exactly tau do not count.
+    np.testing.assert_allclose(q_img, [0.0, 2 / 16])
+
+
+class MixTest(absltest.TestCase):
+
+  def _inputs(self):
+    rng = np.random.default_rng(2)
+    b, h, w, c = 4, 8, 8, 5
+    images = jnp.asarray(rng.uniform(size=(b, h, w, 3)), jnp.float32)
+    logits = rng.normal(size=(b, h, w, c)) * 3
+    probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1)
+    labels = rng.integers(0, c, (b, h, w)).astype(np.int32)
+    labels[:, 0, 0] = 250
+    is_labeled = np.array([True, False, False, True])
+    disp = jnp.asarray(rng.uniform(size=(b, h, w)), jnp.float32)
+    return images, probs, labels, is_labeled, disp
+
+  def test_depthmix_with_ground_truth(self):
+    images, probs, labels, is_labeled, disp = self._inputs()
+    cfg = seg.mix_config(mask="depthmix", use_gt=True, margin=0.03)
+    out = seg.mix_batch(cfg, jax.random.PRNGKey(0), images, probs,
+                        labels=labels, is_labeled=is_labeled, disp=disp)
+    partner = np.array([1, 0, 3, 2])
+    d = np.asarray(disp)
+    expect_mask = (d >= d[partner] - 0.03).astype(np.float32)
+    np.testing.assert_array_equal(out["mask"], expect_mask)
+    keep = expect_mask.astype(bool)
+    np.testing.assert_array_equal(
+        out["image"], np.where(keep[..., None], images,
+                               np.asarray(images)[partner]))
+    # Targets: GT with confidence 1 for labeled images (0 and label 250 at
+    # their ignore pixels), teacher argmax / max for unlabeled ones.
+    p = np.asarray(probs)
+    own_conf = np.where(is_labeled[:, None, None],
+                        np.where(labels == 250, 0.0, 1.0), p.max(-1))
+    own_lab = np.where(is_labeled[:, None, None], labels, p.argmax(-1))
+    exp_conf = np.where(keep, own_conf, own_conf[partner])
+    exp_lab = np.where(keep, own_lab, own_lab[partner])
+    np.testing.assert_allclose(out["conf"], exp_conf, rtol=1e-6)
+    np.testing.assert_array_equal(out["label"], exp_lab)
+
+  def test_classmix_mask_follows_the_class_labels(self):
+    images, probs, labels, is_labeled, _ = self._inputs()
+    cfg = seg.mix_config(mask="classmix", use_gt=False)
+    out = seg.mix_batch(cfg, jax.random.PRNGKey(3), images, probs)
+    arg = np.asarray(probs).argmax(-1)
+    mask = np.asarray(out["mask"])
+    for i in range(4):
+      chosen = np.unique(arg[i][mask[i] == 1])
+      # The mask is exactly the pixels of a set of whole classes ...
+      np.testing.assert_array_equal(mask[i], np.isin(arg[i], chosen))
+      # ... namely floor(n / 2) of the n present classes.
+      self.assertLen(chosen, len(np.unique(arg[i])) // 2)
+
+  def test_none_and_cutmix_masks(self):
+    images, probs, *_ = self._inputs()
+    out = seg.mix_batch(seg.mix_config(mask="none"), jax.random.PRNGKey(0),
+                        images, probs)
+    np.testing.assert_array_equal(out["image"], images)
+    out = seg.mix_batch(seg.mix_config(mask="cutmix"),
+                        jax.random.PRNGKey(0), images, probs)
+    self.assertAlmostEqual(float(1 - np.mean(out["mask"])), 0.5, delta=0.1)
+
+  def test_mix_depth_sources(self):
+    rng = np.random.default_rng(4)
+    depth = rng.uniform(1, 50, (2, 4, 4)).astype(np.float32)
+    depth[0, 0, 0] = 0.0  # invalid -> far
+    d = np.asarray(seg.mix_depth("gt", {"depth": depth}))
+    disp = np.where(depth > 0, 1 / np.where(depth > 0, depth, 1), 0)
+    lo = disp.min((1, 2), keepdims=True)
+    hi = disp.max((1, 2), keepdims=True)
+    np.testing.assert_allclose(d, (disp - lo) / (hi - lo), rtol=1e-5,
+                               atol=1e-6)
+    sd = rng.uniform(0.2, 0.4, (2, 4, 4, 1)).astype(np.float32)
+    o = np.asarray(seg.mix_depth("online", {}, sd))
+    np.testing.assert_allclose(o.min((1, 2)), 0.0)
+    np.testing.assert_allclose(o.max((1, 2)), 1.0, rtol=1e-6)
+    pd = rng.uniform(size=(2, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        seg.mix_depth("pseudo", {"pseudo_depth": pd}), pd)
+    with self.assertRaisesRegex(ValueError, "pseudo_depth_dir"):
+      seg.mix_depth("pseudo", {})
+
+  def test_config_errors_name_the_key(self):
+    with self.assertRaisesRegex(ValueError, r"config.mix.mask='depthmx'"):
+      seg.check_mix_config(seg.mix_config(mask="depthmx"),
+                           ema_batch_stats=False)
+    with self.assertRaisesRegex(ValueError, "ema_batch_stats=True"):
+      seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
+                           ema_batch_stats=False)
+    seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
+                         ema_batch_stats=True)
+
+
+class TeacherTest(absltest.TestCase):
+
+  def test_train_and_eval_mode(self):
+    model = _model(seg_head="transfer", depth=False, use_pose=False)
+    rng = np.random.default_rng(5)
+    images = jnp.asarray(rng.uniform(size=(4, 32, 32, 3)), jnp.float32)
+    v = _init(model, images[:, None])
+    teacher = (v["params"], v["batch_stats"])
+    k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
+    modes = {m: functools.partial(seg.teacher_probs, model, mode=m)
+             for m in ("train", "eval")}
+    ev = modes["eval"](teacher, images, k1)
+    ev2 = modes["eval"](teacher, images, k2)
+    ref = jax.nn.softmax(model.apply(v, images[:, None], (0,),
+                                     train=False)["semantics"], -1)
+    np.testing.assert_allclose(ev, ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(ev, ev2)  # no dropout in eval mode
+    tr = modes["train"](teacher, images, k1)
+    tr2 = modes["train"](teacher, images, k2)
+    np.testing.assert_allclose(np.sum(tr, -1), 1.0, rtol=1e-5)
+    self.assertGreater(float(jnp.max(jnp.abs(tr - ev))), 1e-3)
+    # ASPP dropout is active in train mode: another key, other probs.
+    # (Without dropout the two calls would be bitwise equal.)
+    self.assertGreater(float(jnp.max(jnp.abs(tr - tr2))), 1e-6)
+    # Train mode normalises with the batch's own statistics: image 0's
+    # probabilities depend on the other images of the batch.
+    tr_half = modes["train"](teacher, images.at[1:].set(images[1:] * 0.2),
+                             k1)
+    self.assertGreater(float(jnp.max(jnp.abs(tr_half[0] - tr[0]))), 1e-5)
+    with self.assertRaisesRegex(ValueError, "teacher mode"):
+      seg.teacher_probs(model, teacher, images, k1, "inference")
+
+
+class InitFromSDETest(absltest.TestCase):
+
+  def test_pad_gets_both_decoders_from_the_sde_depth_decoder(self):
+    images = jnp.zeros((2, 3, 32, 32, 3), jnp.float32)
+    offsets = (-1, 0, 1)
+    sde_v = _init(joint.SDENet(**_MODEL_KW), images, offsets, seed=1)
+    pad_v = _init(_model(seg_head="pad"), images, offsets, seed=2)
+    pad_v = jax.tree.map(np.asarray, pad_v)
+    mapping = seg.sde_init_mapping("pad", depth=True, pose=True)
+    out = seg.copy_variables(pad_v, sde_v, mapping, "sde")
+    eq = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
+    for col in ("params", "batch_stats"):
+      eq(out[col]["encoder"], sde_v[col]["encoder"])
+      if col in sde_v and "depth" in sde_v[col]:
+        eq(out[col]["pad"]["depth_dec"], sde_v[col]["depth"])
+    eq(out["params"]["pose"], sde_v["params"]["pose"])
+    seg_dec = out["params"]["pad"]["seg_dec"]
+    src = {k: v for k, v in sde_v["params"]["depth"].items()
+           if not k.startswith("dispconv")}
+    self.assertEqual(set(seg_dec), set(src))
+    eq(seg_dec, src)
+    # What SDE does not have stays as initialised.
+    eq(out["params"]["pad"]["sa_seg"], pad_v["params"]["pad"]["sa_seg"])
+    eq(out["params"]["pad"]["seg_final_head"],
+       pad_v["params"]["pad"]["seg_final_head"])
+
+  def test_transfer_head_and_mismatch(self):
+    images = jnp.zeros((2, 1, 32, 32, 3), jnp.float32)
+    sde_v = _init(joint.SDENet(**_MODEL_KW), images)
+    tr_v = jax.tree.map(np.asarray, _init(
+        _model(seg_head="transfer", depth=False, use_pose=False), images))
+    mapping = seg.sde_init_mapping("transfer", depth=False, pose=False)
+    self.assertEqual([m[1] for m in mapping], ["encoder", "seg_head/unet_dec"])
+    out = seg.copy_variables(tr_v, sde_v, mapping, "sde")
+    for col in ("params", "batch_stats"):
+      src = {k: v for k, v in sde_v.get(col, {}).get("depth", {}).items()
+             if not k.startswith("dispconv")}
+      dst = out[col]["seg_head"]["unet_dec"] if src else {}
+      self.assertEqual(set(dst), set(src))
+      jax.tree.map(np.testing.assert_array_equal, dst, src)
+    wide = _init(joint.SDENet(**{**_MODEL_KW, "width": 16}), images)
+    with self.assertRaisesRegex(ValueError, "does not fit"):
+      seg.copy_variables(tr_v, wide, mapping, "wide sde")
+    with self.assertRaisesRegex(ValueError, "unknown"):
+      seg.sde_init_mapping("pad", depth=True, pose=True, parts=("decoder",))
+
+
+class _FakeIter:
+
+  def __init__(self, start=0):
+    self.i = start
+
+  def __next__(self):
+    self.i += 1
+    return self.i
+
+  def get_state(self):
+    return {"i": self.i}
+
+  def set_state(self, state):
+    self.i = state["i"]
+
+
+class NamedIteratorsTest(absltest.TestCase):
+
+  def test_state_round_trip(self):
+    its = seg.NamedIterators(a=_FakeIter(), b=_FakeIter(10))
+    self.assertEqual(next(its), {"a": 1, "b": 11})
+    state = its.get_state()
+    self.assertEqual(json.loads(state), {"a": {"i": 1}, "b": {"i": 11}})
+    nxt = next(its)
+    fresh = seg.NamedIterators(a=_FakeIter(), b=_FakeIter())
+    fresh.set_state(state)
+    self.assertEqual(next(fresh), nxt)
+    with self.assertRaisesRegex(ValueError, r"lacks streams \['b'\]"):
+      fresh.set_state(json.dumps({"a": {"i": 0}}).encode())
+
+
+class EvaluatorTest(absltest.TestCase):
+
+  def test_miou_best_and_tables(self):
+    rng = np.random.default_rng(6)
+    c = 4
+    labels = rng.integers(0, c, (3, 2, 8, 8)).astype(np.int32)
+    labels[:, :, 0] = 250
+    # The "model" is a class-wise offset table; the image's red channel
+    # carries the GT so that predictions are a fixed function of it.
+    batches = [{"color": np.repeat(np.where(l == 250, 0, l * 50)[:, None,
+                                                                 ..., None],
+                                   3, -1).astype(np.uint8),
+                "label": l} for l in labels]
+
+    def predict(shift, images):
+      gt = jnp.round(images[..., 0] * 255 / 50).astype(jnp.int32)
+      return jax.nn.one_hot((gt + shift) % c, c)
+
+    ev = evaluator_lib.SegmentationEvaluator(
+        predict, lambda: iter(batches), num_classes=c,
+        class_names=("a", "b", "c", "d"))
+    res = ev.evaluate({"good": 0, "bad": 1}, step=5)
+    self.assertAlmostEqual(res["good"]["miou"], 1.0)
+    conf = np.zeros((c, c))
+    for l in labels.reshape(-1):
+      if l != 250:
+        conf[l, (l + 1) % c] += 1
+    self.assertAlmostEqual(res["bad"]["miou"], 0.0)
+    np.testing.assert_array_equal(
+        jax.device_get(ev.confusions({"bad": 1})["bad"]), conf)
+    res2 = ev.evaluate({"good": 1, "bad": 0}, step=6)
+    # Best-so-far is kept apart from the latest value.
+    self.assertAlmostEqual(res2["good"]["miou"], 0.0)
+    self.assertAlmostEqual(res2["good"]["best_miou"], 1.0)
+    self.assertEqual(ev.best_step, {"good": 5, "bad": 6})
+    self.assertTrue(res2["bad"]["is_best"])
+    names = dict(ev.run({"good": 0}))
+    self.assertAlmostEqual(names["good/iou/c"], 1.0)
+    d = tempfile.mkdtemp()
+    paths = evaluator_lib.write_tables(d, res2, step=6, final=True,
+                                       class_names=ev.class_names)
+    self.assertEqual(sorted(os.listdir(d)),
+                     ["iou_best_bad.md", "iou_final.md", "iou_step6.md"])
+    text = open(paths[0]).read()
+    self.assertIn("| good | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |", text)
+    self.assertIn("| bad | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |", text)
+
+  def test_full_protocol_resizes_input_and_upsamples_logits(self):
+    seen = {}
+
+    def predict(_, images):
+      seen["shape"] = images.shape
+      return jnp.zeros(images.shape[:3] + (3,)).at[..., 1].set(1.0)
+
+    labels = np.ones((1, 16, 32), np.int32)
+    ev = evaluator_lib.SegmentationEvaluator(
+        predict, lambda: iter([{"image": np.zeros((1, 16, 32, 3), np.uint8),
+                                "label": labels}]),
+        num_classes=3, protocol="full", input_size=(8, 16))
+    res = ev.evaluate({"m": 0})
+    self.assertEqual(seen["shape"], (1, 8, 16, 3))
+    self.assertAlmostEqual(res["m"]["miou"], 1.0)
+    with self.assertRaisesRegex(ValueError, "input_size"):
+      evaluator_lib.SegmentationEvaluator(predict, list, protocol="full")
+
+  def test_colorize_labels(self):
+    out = evaluator_lib.colorize_labels(np.array([[0, 250], [10, 18]]))
+    self.assertEqual(out.shape, (2, 2, 3))
+    np.testing.assert_array_equal(out[0, 1], 0)
+    np.testing.assert_array_equal(out[0, 0], (128, 64, 128))  # road
+
+
+if __name__ == "__main__":
+  absltest.main()
