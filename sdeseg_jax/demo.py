@@ -1,7 +1,8 @@
 """Mode ``demo``: the project end to end on MiniCity, as resumable stages.
 
-Stages, in order; each records completion (a marker file or its output) and
-is skipped on a rerun in the same workdir:
+Stages, in order; each records completion (``<workdir>/stages/<name>.json``
+or its output) and is skipped on a rerun in the same workdir, and the
+training stages resume from their last checkpoint when interrupted:
 
 1. ``generate``: MiniCity datasets of ``config.minicity`` (``target``:
    cityscapes layout, ``source``: gta5 layout) into ``<workdir>/data/<stream
@@ -10,17 +11,28 @@ is skipped on a rerun in the same workdir:
    ``config.data`` (``<workdir>/tfds``), plus their statistics (counts per
    split, class pixel frequencies, image sizes, intrinsics), printed and
    stored as ``<workdir>/stats_<tfds config>.json``.
-
-Later stages (SDE pretraining, pseudo-depth export, training, evaluation)
-are appended to ``STAGES``.
+3. ``sde_target`` / ``sde_source``: self-supervised depth on each domain
+   (``mode=sde`` in ``<workdir>/sde_target``, ``sde_source``); the target
+   SDE is evaluated against MiniCity's rendered depth.
+4. ``export_target`` / ``export_source``: their pseudo disparities of every
+   segmentation image (``<workdir>/pseudo_depth/{target,source}``).
+5. ``ssda``: semi-supervised domain adaptation (``mode=ssda`` in
+   ``<workdir>/ssda``; CDM + TDM + MGS + multi-task for the default row),
+   initialised from the target SDE, evaluated on the target val split.
+6. ``report``: ``<workdir>/report.md`` with the mIoU table, the depth
+   metrics and prediction / DepthMix images.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any, Callable
 
 from absl import logging
+import ml_collections as mlc
+import numpy as np
 
 from sdeseg_jax.data import prepare as prepare_lib
 
@@ -72,15 +84,208 @@ def stage_prepare(config, workdir: str, log) -> None:
     prepare_lib.prepare_stream(stream, data_dir, workdir, log=log)
 
 
+def _stage_file(workdir: str, name: str) -> str:
+  return os.path.join(workdir, "stages", name + ".json")
+
+
+def _done(workdir: str, name: str) -> dict[str, Any] | None:
+  path = _stage_file(workdir, name)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _mark(workdir: str, name: str, result: dict[str, Any]) -> None:
+  path = _stage_file(workdir, name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(result, f, indent=1, default=float)
+  os.replace(path + ".tmp", path)
+
+
+def _sub_config(sub, workdir: str, paths: dict[str, str]):
+  """An unlocked copy of a stage config with the workdir's paths."""
+  c = mlc.ConfigDict(sub.to_dict())
+  c.data.tfds_dir = os.path.join(workdir, "tfds")
+  for role, path in paths.items():
+    c.data[role].path = path
+  return c
+
+
+def _sde_paths(config, workdir: str, role: str) -> dict[str, str]:
+  """Both SDE streams of a domain read its generated MiniCity folder."""
+  root = data_root(workdir, config.data[role])
+  return {"train": root, "val": root}
+
+
+def _make_sde_stage(role: str):
+  def stage(config, workdir: str, log) -> None:
+    from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
+    name = f"sde_{role}"
+    if _done(workdir, name) is not None:
+      log(f"[{name}] done, skipped")
+      return
+    sub = _sub_config(config[name], workdir, _sde_paths(config, workdir,
+                                                          role))
+    log(f"[{name}] {sub.train.num_steps} steps of self-supervised depth on "
+        f"the {role} domain -> {os.path.join(workdir, name)}")
+    sde.run(sub, os.path.join(workdir, name))
+    _mark(workdir, name, {"steps": sub.train.num_steps})
+  return stage
+
+
+def _make_export_stage(role: str):
+  def stage(config, workdir: str, log) -> None:
+    from sdeseg_jax.train import export  # pylint: disable=g-import-not-at-top
+    name = f"export_{role}"
+    if _done(workdir, name) is not None:
+      log(f"[{name}] done, skipped")
+      return
+    sub = _sub_config(config[f"sde_{role}"], workdir,
+                      _sde_paths(config, workdir, role))
+    sub.mode = "export_depth"
+    sub.export.out_dir = os.path.join(workdir, "pseudo_depth", role)
+    index = export.run(sub, os.path.join(workdir, f"sde_{role}"))
+    log(f"[{name}] {index['counts']} pseudo disparities -> "
+        f"{sub.export.out_dir}")
+    _mark(workdir, name, {"counts": index["counts"]})
+  return stage
+
+
+def ssda_config(config, workdir: str):
+  """The SSDA stage's config with ``data_root`` = the demo workdir."""
+  c = mlc.ConfigDict(config.ssda.to_dict())
+  c.data_root = workdir
+  c.data.tfds_dir = os.path.join(workdir, "tfds")
+  return c
+
+
+def stage_ssda(config, workdir: str, log) -> None:
+  from sdeseg_jax.train import ssda  # pylint: disable=g-import-not-at-top
+  if _done(workdir, "ssda") is not None:
+    log("[ssda] done, skipped")
+    return
+  sub = ssda_config(config, workdir)
+  log(f"[ssda] row {sub.ssda.row}: {sub.train.num_steps} steps -> "
+      f"{os.path.join(workdir, 'ssda')}")
+  result = ssda.run(sub, os.path.join(workdir, "ssda"))
+  log(f"[ssda] target val mIoU {result['miou']:.1f} (teacher "
+      f"{result['miou_teacher']:.1f})")
+  _mark(workdir, "ssda", result)
+
+
+def _target_depth_metrics(config, workdir: str) -> dict[str, float]:
+  """Depth metrics of the target SDE on the val split (rendered depth)."""
+  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.train import checkpoint as ckpt_lib
+  from sdeseg_jax.train import sde
+  from sdeseg_jax.train.state import TrainState
+  from sdeseg_jax.utils import sharding as sharding_lib
+  # pylint: enable=g-import-not-at-top
+  sub = _sub_config(config.sde_target, workdir,
+                    _sde_paths(config, workdir, "target"))
+  mesh = sharding_lib.make_mesh()
+  task = sde.SDETask(sub)
+  v = ckpt_lib.load_variables(os.path.join(workdir, "sde_target"))
+  state = TrainState(step=v["step"], params=v["params"],
+                     batch_stats=v["batch_stats"], opt_state=None, rng=None,
+                     tx=None)
+  eval_fn, _ = sde.make_eval_fns(task, sub, mesh, sub.data.val,
+                                 sub.data.tfds_dir)
+  return eval_fn(state)
+
+
+def stage_report(config, workdir: str, log) -> None:
+  """mIoU table, target depth metrics and example images -> report.md."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from sdeseg_jax import report
+  from sdeseg_jax.data import pipeline
+  from sdeseg_jax.train import checkpoint as ckpt_lib
+  from sdeseg_jax.train import ssda
+  # pylint: enable=g-import-not-at-top
+  if _done(workdir, "report") is not None:
+    log(f"[report] done, see {os.path.join(workdir, 'report.md')}")
+    return
+  sub = ssda_config(config, workdir)
+  with open(os.path.join(workdir, "ssda", "eval", "latest.json")) as f:
+    seg_rec = json.load(f)
+  depth = {"target SDE": _target_depth_metrics(config, workdir)}
+  img_dir = os.path.join(workdir, "report_images")
+  images = {}
+  # Predictions of the final SSDA student on target val images.
+  task = ssda.SSDATask(sub)
+  streams = ssda.resolve_streams(sub)
+  v = ckpt_lib.load_variables(os.path.join(workdir, "ssda"))
+  n = config.report.num_images
+  loader = pipeline.make_loader(streams["val"], split="val",
+                                global_batch_size=n, seed=0, train=False,
+                                mesh=None, data_dir=sub.data.tfds_dir)
+  b = next(loader)
+  loader.close()
+  pred = np.asarray(jax.device_get(jax.jit(
+      lambda p, s, c: jax.numpy.argmax(task.predict(p, s, c), -1))(
+          v["params"], v["batch_stats"], b["color"])))
+  images["Predictions (image | student | ground truth)"] = report.save_png(
+      os.path.join(img_dir, "predictions.png"), report.prediction_panels(
+          b["color"][:, task.centre["val"]], pred, b["label"], n))
+  # DepthMix examples from one training batch.
+  if "source" in streams and "unlabeled" in streams:
+    mix_stream = ssda.make_train_stream(sub, streams, sub.data.tfds_dir)
+    ex = ssda.mix_examples(task, next(mix_stream))
+    mix_stream.close()
+    images["DepthMix (target | MGS source | CDM | mask | TDM | mask)"] = (
+        report.save_png(os.path.join(img_dir, "depthmix.png"),
+                        report.mix_panels(
+                            ex["target"], ex["source"], ex["cdm"],
+                            ex["cdm_mask"], ex["tdm"], ex["tdm_mask"], n)))
+  notes = [f"SSDA row {sub.ssda.row}, {sub.train.num_steps} steps, "
+           f"{sub.data.target.subset.n} labeled target images, depth scale "
+           f"{sub.ssda.depth_scale}",
+           f"SDE: {config.sde_target.train.num_steps} steps per domain"]
+  text = report.write_report(
+      workdir, title="sdeseg_jax demo: SSDA on MiniCity",
+      seg={f"SSDA {sub.ssda.row}": seg_rec}, depth=depth, images=images,
+      notes=notes)
+  log(text)
+  _mark(workdir, "report", {"miou": seg_rec["miou"],
+                            "abs_rel": depth["target SDE"].get("abs_rel")})
+
+
 STAGES: tuple[tuple[str, Callable[..., None]], ...] = (
     ("generate", stage_generate),
     ("prepare", stage_prepare),
+    ("sde_target", _make_sde_stage("target")),
+    ("sde_source", _make_sde_stage("source")),
+    ("export_target", _make_export_stage("target")),
+    ("export_source", _make_export_stage("source")),
+    ("ssda", stage_ssda),
+    ("report", stage_report),
 )
 
 
-def run(config, workdir: str, log=print) -> None:
-  """Runs every stage of the demo in ``workdir`` (resumable)."""
+def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
+        ) -> None:
+  """Runs every stage of the demo in ``workdir`` (resumable).
+
+  Args:
+    config: ``configs/demo.py`` config.
+    workdir: output folder.
+    log: progress printer.
+    stages: run only these stage names (default all, in order).
+  """
   os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
-  for name, fn in STAGES:
+  names = [n for n, _ in STAGES]
+  unknown = set(stages) - set(names)
+  if unknown:
+    raise ValueError(f"unknown demo stages {sorted(unknown)}; known {names}")
+  t0 = time.time()
+  chosen = [(n, f) for n, f in STAGES if not stages or n in stages]
+  for i, (name, fn) in enumerate(chosen):
     logging.info("demo stage %s", name)
+    log(f">> stage {i + 1}/{len(chosen)}: {name} "
+        f"({time.time() - t0:.0f} s elapsed)")
     fn(config, workdir, log)
+  log(f">> demo finished in {time.time() - t0:.0f} s; report: "
+      f"{os.path.join(workdir, 'report.md')}")

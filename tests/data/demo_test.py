@@ -10,6 +10,8 @@ from absl.testing import absltest
 from sdeseg_jax import demo
 from sdeseg_jax.data import prepare
 
+# The data stages only; tests/demo_e2e_test.py runs the whole demo.
+_DATA_STAGES = ("generate", "prepare")
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
@@ -34,7 +36,7 @@ class DemoTest(absltest.TestCase):
   def test_demo_stages_run_and_resume(self):
     config = _config("demo", "tiny")
     logs = []
-    demo.run(config, self.workdir, log=logs.append)
+    demo.run(config, self.workdir, log=logs.append, stages=_DATA_STAGES)
     text = "\n".join(logs)
     for name in ("minicity_cityscapes", "minicity_gta5"):
       self.assertTrue(os.path.isfile(os.path.join(
@@ -49,7 +51,7 @@ class DemoTest(absltest.TestCase):
     self.assertLen(stats, 2)
     # Rerun: generation is skipped, the statistics are the same.
     logs2 = []
-    demo.run(config, self.workdir, log=logs2.append)
+    demo.run(config, self.workdir, log=logs2.append, stages=_DATA_STAGES)
     self.assertIn("skipped", "\n".join(logs2))
     self.assertNotIn("MiniCity cityscapes ->", "\n".join(logs2))
     self.assertEqual([l for l in logs if l.startswith("==")],

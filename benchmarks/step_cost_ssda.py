@@ -1,0 +1,183 @@
+r"""Benchmark: cost of one full SSDA training step and of its MGS + mixing.
+
+  # Full size (the main config's step): ResNet-101 OS16 PAD multi-task net,
+  # 512x512 crops, labeled target 2 (frames -1/0/1, SDE loss), source 2 with
+  # 5 MGS candidates each, target union 2, CDM + TDM + teacher; minutes to
+  # compile on a CPU:
+  python benchmarks/step_cost_ssda.py
+  # reduced size for a shared CPU:
+  python benchmarks/step_cost_ssda.py --depth=18 --height=128 --width=128
+
+Reports the compile time, ``compiled.memory_analysis()`` of the whole step,
+the median step time after two warm-up steps, and the time of the MGS +
+mixing part alone (``G`` for all candidates, argmin + gather, both DepthMix
+masks, mixing of images / labels / teacher probabilities and the strong
+augmentation, jitted separately on the same shapes) with its share of the
+step. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import numpy as np  # noqa: E402
+
+
+def ssda_batch(b: int, k: int, h: int, w: int, seed: int = 0):
+  """A random SSDA batch (``train/ssda.py`` keys) with plausible K."""
+  rs = np.random.RandomState(seed)
+  img = lambda *s: rs.randint(0, 256, size=s + (3,), dtype=np.uint8)
+  lbl = lambda *s: rs.randint(0, 19, size=s).astype(np.int32)
+  disp = lambda *s: rs.uniform(0.0, 1.0, size=s).astype(np.float32)
+  kk = np.array([[1.1 * w, 0, w / 2, 0], [0, 2.2 * h, h / 2, 0],
+                 [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+  ks = np.repeat(kk[None], b, 0)
+  return {
+      "target": {"color": img(b, 3, h, w), "label": lbl(b, h, w), "K": ks,
+                 "inv_K": np.linalg.inv(ks).astype(np.float32),
+                 "pyramid": {f"s{s}": img(b, h >> s, w >> s)
+                             for s in (1, 2, 3)}},
+      "source": {"color": img(b, k, 1, h, w), "label": lbl(b, k, h, w),
+                 "pseudo_depth": disp(b, k, h, w)},
+      "unlabeled": {"color": img(b, 1, h, w), "label": lbl(b, h, w),
+                    "is_labeled": np.arange(b) % 2 == 0,
+                    "pseudo_depth": disp(b, h, w)},
+  }
+
+
+def mix_part(task, batch, rng, num_classes):
+  """MGS + CDM/TDM masks + mixing + strong augmentation (no network)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.mixing import augment
+  from sdeseg_jax.mixing import masks
+  from sdeseg_jax.mixing import mix
+  from sdeseg_jax.mixing import pseudo_label
+  from sdeseg_jax.train import ssda
+  # pylint: enable=g-import-not-at-top
+  sc = task.sc
+  unl = batch["unlabeled"]
+  src, _, _ = task.select_source(batch["source"], unl["pseudo_depth"])
+  k1, k2, k3, k4 = jax.random.split(rng, 4)
+  x_u = unl["color"][:, 0].astype(jnp.float32) / 255
+  x_s = src["color"][:, 0].astype(jnp.float32) / 255
+  shape = x_u.shape[:3]
+  # Stand-in teacher probabilities (the network part is not timed here).
+  probs = jax.nn.softmax(jax.random.normal(k4, shape + (num_classes,)), -1)
+  conf_t, y_t = pseudo_label.target_pseudo_labels(probs, unl["label"],
+                                                  unl["is_labeled"])
+  m = ssda.cross_domain_mask(sc, k1, src, unl, num_classes)
+  cdm = mix.cross_domain_mix(m, {"x": x_s, "y": src["label"]},
+                             {"x": x_u, "y": y_t})
+  wt = pseudo_label.cross_domain_pixel_weights(m, conf_t)
+  partner = masks.pair_partner_index(shape[0])
+  mt = masks.depth_mix_mask(masks.normalize_disparity(unl["pseudo_depth"]),
+                            partner)
+  conf, y = mix.mix_teacher_targets(mt, probs, partner, unl["label"],
+                                    unl["is_labeled"])
+  tdm = mix.mix_with_partner(mt, x_u, partner)
+  return (augment.strong_augment(k2, cdm["x"]), cdm["y"], wt,
+          augment.strong_augment(k3, tdm), y, conf)
+
+
+def run(args) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import ssda_gta  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.train import ssda  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from sdeseg_jax.train import step as step_lib
+  from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.utils import sharding  # pylint: disable=g-import-not-at-top
+
+  config = ssda_gta.get_config(f"row={args.row},dtype={args.dtype}")
+  config.model.encoder_depth = args.depth
+  b, k = args.batch, config.ssda.num_candidates
+  for key in ("batch_target", "batch_source", "batch_unlabeled"):
+    config.ssda[key] = b
+  mesh = sharding.make_mesh()
+  task = ssda.SSDATask(config)
+  host = ssda_batch(b, k, args.height, args.width)
+  if not config.ssda.mgs:
+    host["source"] = jax.tree.map(lambda x: x[:, 0], host["source"])
+  batch = sharding.host_to_global(host, mesh)
+  create = trainer.create_state_fn(task, config, trainer.abstract_batch(host))
+  shapes = jax.eval_shape(create)
+  st = step_lib.state_sharding(shapes, mesh)
+  jstep = step_lib.jit_train_step(task, config, mesh, shapes)
+  abstract_state = jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      shapes, st)
+  t = time.time()
+  compiled = jstep.lower(abstract_state, batch).compile()
+  compile_s = time.time() - t
+  mem = compiled.memory_analysis()
+  state = jax.jit(create, out_shardings=st)()
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      shapes.params))
+  times = []
+  for i in range(args.steps + 2):
+    t = time.time()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= 2:
+      times.append(time.time() - t)
+  step_s = float(np.median(times))
+  mix_times = []
+  if config.ssda.mgs:
+    jmix = jax.jit(lambda bt, r: mix_part(task, bt, r,
+                                          config.model.num_classes))
+    rng = jax.random.PRNGKey(0)
+    for i in range(args.steps + 2):
+      t = time.time()
+      jax.block_until_ready(jmix(batch, jax.random.fold_in(rng, i)))
+      if i >= 2:
+        mix_times.append(time.time() - t)
+  mix_s = float(np.median(mix_times)) if mix_times else float("nan")
+  mib = lambda x: round(x / 2**20, 1)
+  return {
+      "benchmark": "step_cost_ssda", "row": args.row,
+      "backend": jax.default_backend(), "devices": jax.device_count(),
+      "encoder_depth": args.depth, "height": args.height,
+      "width": args.width, "batch_per_stream": b, "candidates": k,
+      "dtype": args.dtype, "params_m": round(n_params / 1e6, 2),
+      "compile_s": round(compile_s, 1),
+      "step_median_s": round(step_s, 3),
+      "step_times_s": [round(x, 3) for x in times],
+      "mgs_mix_median_s": round(mix_s, 4),
+      "mgs_mix_share": round(mix_s / step_s, 4),
+      "mem_argument_mib": mib(mem.argument_size_in_bytes),
+      "mem_output_mib": mib(mem.output_size_in_bytes),
+      "mem_temp_mib": mib(mem.temp_size_in_bytes),
+      "mem_generated_code_mib": mib(mem.generated_code_size_in_bytes),
+      "loss": float(metrics["loss"]),
+      "finite": float(metrics["finite"]),
+  }
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--row", default="full")
+  p.add_argument("--depth", type=int, default=101)
+  p.add_argument("--height", type=int, default=512)
+  p.add_argument("--width", type=int, default=512)
+  p.add_argument("--batch", type=int, default=2)
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--dtype", default="float32")
+  args = p.parse_args()
+  res = run(args)
+  for key, v in res.items():
+    if key != "step_times_s":
+      print(f"{key:>24}: {v}")
+  print(json.dumps(res))
+
+
+if __name__ == "__main__":
+  main()

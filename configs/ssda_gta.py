@@ -1,0 +1,221 @@
+r"""SSDA GTA5 -> Cityscapes (IJCV §3.5; ssda exps 260/262, REFERENCE_SPEC 5).
+
+THE MAIN JOB of the project (the full method, exp 262 ``*_depthmix_tdm_cdm_
+mg_mtl``: PAD multi-task net initialised from the Cityscapes SDE, labeled
+target CE + L_D, source CE, Cross-Domain DepthMix, Target-Domain DepthMix,
+Matching Geometry Sampling)::
+
+  python -m sdeseg_jax.main --config=configs/ssda_gta.py \
+      --config.data_root=/data --workdir=/runs/ssda_gta
+
+``data_root`` holds (names changeable under ``config.folders``)::
+
+  cityscapes/            leftImg8bit(_small)/, gtFine/, leftImg8bit_sequence/,
+                         camera/  (Cityscapes layout)
+  gta5/                  images(_small)/, labels/  (GTA5 layout)
+  pseudo_depth/cityscapes/  mode=export_depth of the Cityscapes SDE
+  pseudo_depth/gta5/        mode=export_depth of the GTA SDE (sde_gta.py)
+  sde_cityscapes/        the Cityscapes SDE workdir (init of the PAD net;
+                         ``init.checkpoint="auto"``, or ``sde=DIR``)
+
+Arguments (``--config=configs/ssda_gta.py:row=dacs,n=200``):
+
+* ``row``: a row of Table 11 (``ROWS``; the paper's names, note the code's
+  swapped names in §5.7): ``target_only``, ``baseline`` (source + target
+  CE), ``dacs`` (cross-domain ClassMix), ``cdm``, ``tdm``, ``cdm_tdm``,
+  ``cdm_tdm_mgs`` (exp 260, transfer head, ImageNet init) and ``full``
+  (exp 262, multi-task PAD from the SDE; the default).
+* ``n``: labeled target images (100 | 200 | 500 | 2975, Tables 15/16);
+  ``labels``: a JSON list of preselected indices (the ``sel`` rows) instead
+  of the reference's random subset (``np.random.seed(42)``).
+* ``depth_scale``: ``paper`` (both domains' raw SDE disparities, G on
+  ``log(1 + 1/D)``) or ``reference`` (code parity: 8-bit min-max normalised
+  target, raw 16-bit source, compared as given). The pseudo-depth folders
+  must match: ``paper`` = both exported with ``--config.export.normalize=
+  False`` (u16); ``reference`` = Cityscapes with ``normalize=True,
+  encoding=u8``, source with ``normalize=False`` (u16), REFERENCE_SPEC 5.5.
+  The source PNGs must cover the *segmentation* images (``images/``), i.e.
+  export with a gta5/synthia stream of frame offsets ``(0,)``.
+* ``fs_miou``: the fully-supervised baseline's mIoU (percent) for the
+  "relative" column of Tables 15/16.
+* ``runlocal``: a few steps at a small size.
+"""
+
+from configs import common
+
+# Paper rows -> components. ``mtl`` = PAD multi-task net with L_D, SDE init.
+ROWS = {
+    "target_only": dict(source=False, cdm="none", tdm=False, mgs=False,
+                        mtl=False),
+    "baseline": dict(source=True, cdm="none", tdm=False, mgs=False,
+                     mtl=False),
+    "dacs": dict(source=True, cdm="classmix", tdm=False, mgs=False,
+                 mtl=False),
+    "cdm": dict(source=True, cdm="depthmix", tdm=False, mgs=False,
+                mtl=False),
+    "tdm": dict(source=True, cdm="none", tdm=True, mgs=False, mtl=False),
+    "cdm_tdm": dict(source=True, cdm="depthmix", tdm=True, mgs=False,
+                    mtl=False),
+    "cdm_tdm_mgs": dict(source=True, cdm="depthmix", tdm=True, mgs=True,
+                        mtl=False),
+    "full": dict(source=True, cdm="depthmix", tdm=True, mgs=True, mtl=True),
+}
+LABEL_COUNTS = (100, 200, 500, 2975)
+
+VARIANTS = (
+    tuple(f"row={r}" for r in ROWS) +
+    tuple(f"n={n}" for n in LABEL_COUNTS) +
+    ("depth_scale=reference", "row=baseline,n=2975", "runlocal"))
+
+
+def ssda_method(row: str, **overrides) -> common.mlc.ConfigDict:
+  """The ``config.ssda`` section of a Table 11/13 row."""
+  if row not in ROWS:
+    raise ValueError(f"unknown row {row!r}; choose one of {sorted(ROWS)}")
+  r = ROWS[row]
+  c = common.mlc.ConfigDict()
+  c.row = row
+  c.source = r["source"]          # CE on the source stream
+  c.cdm = r["cdm"]                # none | depthmix | classmix (DACS)
+  c.tdm = r["tdm"]                # target-domain DepthMix
+  c.mgs = r["mgs"]                # Matching Geometry Sampling
+  c.multitask = r["mtl"]          # L_D on the labeled target frames
+  c.num_candidates = 5            # |C_src| per target sample
+  c.depth_scale = "paper"         # paper | reference (module docstring)
+  c.mgs_criterion = ""            # "" = follow depth_scale; paper|reference
+  c.margin = 0.03                 # DepthMix margin (normalised disparity)
+  c.margin_random_flip = True     # CDM: sign flipped with p 0.5 per pair
+  c.tau = 0.968                   # pseudo-label confidence threshold
+  c.augment = "kornia04"          # strong augmentation of mixed images
+  c.teacher_mode = "train"        # train (reference) | eval
+  c.batch_target = 2              # labeled target images per step
+  c.batch_source = 2              # source images (pairs) per step
+  c.batch_unlabeled = 2           # target union images per step
+  c.target_weight = 1.0
+  c.source_weight = 1.0
+  c.depth_weight = 1.0            # monodepth_lambda
+  c.cdm_weight = 1.0
+  c.tdm_weight = 1.0
+  c.update(overrides)
+  return c
+
+
+def ssda_config(*, row: str, target, source, unlabeled, val,
+                folders: dict[str, str], model, train, optim,
+                eval_batch_size: int = 2, class_subsets=(),
+                fs_miou: float = 0.0, relative_to: str = "",
+                init_checkpoint: str = "", depth_scale: str = "paper",
+                seed: int = 42) -> common.mlc.ConfigDict:
+  """Assembles a full ``mode=ssda`` config from its parts."""
+  config = common.mlc.ConfigDict()
+  config.mode = "ssda"
+  config.seed = seed
+  config.data_root = ""           # the one folder override (see docstring)
+  config.folders = common.mlc.ConfigDict(folders)
+  config.data = common.data_config(target=target, source=source,
+                                   unlabeled=unlabeled, val=val)
+  config.ssda = ssda_method(row, depth_scale=depth_scale)
+  config.loss = common.sde_loss_config(
+      frame_offsets=tuple(target.frame_offsets))
+  config.model = model
+  config.train = train
+  config.optim = optim
+  # Weights of the SDE run (encoder, decoders, pose), train/seg.py.
+  config.init = common.mlc.ConfigDict()
+  config.init.checkpoint = init_checkpoint
+  config.init.step = -1
+  config.init.parts = ("encoder", "decoders", "pose")
+  config.eval = common.mlc.ConfigDict()
+  config.eval.split = "val"
+  config.eval.batch_size = eval_batch_size
+  config.eval.num_batches = 0            # 0 = the whole split
+  config.eval.num_images = 4
+  config.eval.class_subsets = tuple(class_subsets)  # ((name, ids), ...)
+  config.eval.table_classes = ()         # columns of the per-class table
+  config.eval.fully_supervised_miou = fs_miou  # percent; 0 = no column
+  config.eval.relative_to = relative_to  # "" = miou; or a subset name
+  return config
+
+
+def reference_optim(num_steps: int, mtl: bool) -> common.mlc.ConfigDict:
+  """SGD 1e-2 / encoder 1e-3 (/ pose 1e-6), wd 5e-4, clip 10, x0.1 @ 30k."""
+  groups = (("encoder/.*", 1e-3),)
+  if mtl:
+    groups += (("pose/.*", 1e-6),)
+  return common.optim_config(
+      name="sgd", lr=1e-2, groups=groups, momentum=0.9, weight_decay=5e-4,
+      schedule="step", step_size=min(30000, max(1, int(num_steps * 0.75))),
+      gamma=0.1, clip_norm=10.0)
+
+
+def real_config(arg, *, source_layout: str, source_folder: str,
+                class_subsets=(), relative_to: str = ""):
+  """Config of a real-data SSDA run (GTA5 or Synthia -> Cityscapes)."""
+  a = common.parse_arg(arg, row="full", n=100, labels="", depth_scale="paper",
+                       fs_miou=0.0, runlocal=False, imnet="", pose_imnet="",
+                       sde="", dtype="float32")
+  r = ROWS.get(a.row)
+  if r is None:
+    raise ValueError(f"unknown row {a.row!r}; choose one of {sorted(ROWS)}")
+  mtl = r["mtl"]
+  paper = a.depth_scale == "paper"
+  subset = dict(mode="fixed", file=a.labels) if a.labels else dict(
+      mode="random", n=a.n, seed=42)
+  full_res = (2048, 1024)
+  offsets = (-1, 0, 1) if mtl else (0,)
+
+  def cs(name, **kw):
+    s = common.stream_config(name, "cityscapes", image_size=(512, 1024),
+                             crop_size=(512, 512), full_res=full_res,
+                             intrinsics_mode="ssda", **kw)
+    s.subset.update(subset)
+    return s
+
+  target = cs("cityscapes_ssda" if mtl else "cityscapes_seg",
+              frame_offsets=offsets)
+  unlabeled = cs("cityscapes_seg", load_unlabeled=True,
+                 pseudo_depth_encoding="u16" if paper else "u8")
+  val = common.stream_config("cityscapes_seg", "cityscapes",
+                             image_size=(512, 1024), crop_size=(),
+                             full_res=full_res)
+  source = common.stream_config(
+      f"{source_layout}_seg", source_layout, image_size=(512, 1024),
+      crop_size=(512, 512), pseudo_depth_encoding="u16")
+  folders = dict(target="cityscapes", unlabeled="cityscapes",
+                 val="cityscapes", source=source_folder,
+                 source_depth=f"pseudo_depth/{source_folder}",
+                 unlabeled_depth="pseudo_depth/cityscapes",
+                 sde="sde_cityscapes")
+  if mtl:
+    model = common.model_config("ssl", dtype=a.dtype)
+  else:  # exp 260: transfer head, ImageNet init, no depth / pose
+    model = common.model_config("transfer", depth=False, pose=False,
+                                dtype=a.dtype)
+  model.encoder_init = a.imnet
+  model.pose_encoder_init = a.pose_imnet if mtl else ""
+  num_steps = 40_000 - 1  # the reference's off-by-one loop (§4.1)
+  train = common.train_config(
+      num_steps=num_steps, batch_size=2, log_every=50,
+      eval_every=2500, image_every=2500, checkpoint_every=2500,
+      use_ema=True, ema_decay=0.99)
+  train.use_ema = r["cdm"] != "none" or r["tdm"]
+  config = ssda_config(
+      row=a.row, target=target, source=source, unlabeled=unlabeled, val=val,
+      folders=folders, model=model, train=train,
+      optim=reference_optim(num_steps, mtl), class_subsets=class_subsets,
+      fs_miou=a.fs_miou, relative_to=relative_to,
+      init_checkpoint=(a.sde or "auto") if mtl else "",
+      depth_scale=a.depth_scale)
+  if a.runlocal:
+    config.train.num_steps = 4
+    config.train.log_every = 1
+    config.train.eval_every = 4
+    config.train.checkpoint_every = 2
+    config.eval.num_batches = 1
+    for s in (target, unlabeled, source, val):
+      s.num_workers = 0
+  return config
+
+
+def get_config(arg=None):
+  return real_config(arg, source_layout="gta5", source_folder="gta5")

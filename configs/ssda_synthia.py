@@ -1,0 +1,30 @@
+r"""SSDA Synthia -> Cityscapes (IJCV Tables 13, 14, 16).
+
+Same recipe and arguments as ``configs/ssda_gta.py`` (``row``, ``n``,
+``labels``, ``depth_scale``, ``fs_miou``, ``runlocal``), with the Synthia
+source (``<data_root>/synthia``: ``RGB(_small)/``,
+``synthia_mapped_to_cityscapes/``; pseudo depth of the Synthia SDE in
+``<data_root>/pseudo_depth/synthia``). The network keeps 19 classes, as the
+reference; the evaluator reports the 16- and 13-class mIoU (``miou16``,
+``miou13``) itself, and the "relative to fully supervised" column of
+Table 16 is computed on the 16-class mIoU.
+
+  python -m sdeseg_jax.main --config=configs/ssda_synthia.py:row=cdm_tdm \
+      --config.data_root=/data --workdir=/runs/ssda_synthia
+"""
+
+from configs import ssda_gta
+from sdeseg_jax.eval.segmentation import SYNTHIA_13_CLASSES
+from sdeseg_jax.eval.segmentation import SYNTHIA_16_CLASSES
+
+VARIANTS = ssda_gta.VARIANTS
+
+
+def get_config(arg=None):
+  config = ssda_gta.real_config(
+      arg, source_layout="synthia", source_folder="synthia",
+      class_subsets=(("miou16", SYNTHIA_16_CLASSES),
+                     ("miou13", SYNTHIA_13_CLASSES)),
+      relative_to="miou16")
+  config.eval.table_classes = SYNTHIA_16_CLASSES
+  return config

@@ -1,0 +1,154 @@
+"""A short human-readable report of a run: tables and a few images.
+
+``write_report`` turns the JSON outputs of the stages (segmentation
+evaluations of ``train/ssda.py``, depth metrics of ``train/sde.py``) into
+``<workdir>/report.md`` with PNG panels next to it:
+
+* a per-class IoU table (student and teacher) like the papers' Tables 12/14;
+* the depth metrics of each SDE (median-scaled, monodepth2 protocol);
+* prediction panels (image | prediction | ground truth);
+* DepthMix panels (target | source | cross-domain mix | target-domain mix
+  and their masks).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from sdeseg_jax.data import labels as labels_lib
+from sdeseg_jax.eval import tables
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    return x
+  return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _mask_rgb(m: np.ndarray) -> np.ndarray:
+  return np.repeat(_u8(np.asarray(m, np.float32))[..., None], 3, axis=-1)
+
+
+def prediction_panels(images: np.ndarray, pred: np.ndarray,
+                      label: np.ndarray, num: int = 4) -> np.ndarray:
+  """Rows of image | prediction | ground truth (Cityscapes colours).
+
+  Args:
+    images: [B, H, W, 3] uint8 (or float in [0, 1]).
+    pred: [B, H, W] int train ids.
+    label: [B, H, W] int train ids, 250 = ignore (black).
+    num: at most this many rows.
+
+  Returns:
+    [N, H, 3W, 3] uint8.
+  """
+  n = min(num, len(images))
+  rows = [np.concatenate([_u8(images[i]),
+                          labels_lib.colorize_train_ids(pred[i]),
+                          labels_lib.colorize_train_ids(label[i])], axis=1)
+          for i in range(n)]
+  return np.stack(rows)
+
+
+def mix_panels(target: np.ndarray, source: np.ndarray, cdm: np.ndarray,
+               cdm_mask: np.ndarray, tdm: np.ndarray, tdm_mask: np.ndarray,
+               num: int = 2) -> np.ndarray:
+  """Rows of target | source | CDM mix | CDM mask | TDM mix | TDM mask.
+
+  Args:
+    target, source, cdm, tdm: [B, H, W, 3] images (uint8 or float).
+    cdm_mask, tdm_mask: [B, H, W] masks in {0, 1} (1 = first image kept).
+    num: at most this many rows.
+
+  Returns:
+    [N, H, 6W, 3] uint8.
+  """
+  n = min(num, len(target))
+  rows = [np.concatenate([_u8(target[i]), _u8(source[i]), _u8(cdm[i]),
+                          _mask_rgb(cdm_mask[i]), _u8(tdm[i]),
+                          _mask_rgb(tdm_mask[i])], axis=1)
+          for i in range(n)]
+  return np.stack(rows)
+
+
+def save_png(path: str, panels: np.ndarray) -> str:
+  """Stacks ``[N, H, W, 3]`` rows vertically into one PNG; returns path."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  Image.fromarray(np.concatenate(list(panels), axis=0)).save(path)
+  return path
+
+
+def _fmt(v: Any) -> str:
+  if v is None or (isinstance(v, float) and np.isnan(v)):
+    return "-"
+  return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, Any]],
+                  columns: Sequence[str]) -> str:
+  """Markdown table: one row per name, the given metric columns."""
+  lines = ["| | " + " | ".join(columns) + " |",
+           "|---|" + "---:|" * len(columns)]
+  for name, m in rows.items():
+    lines.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) for c in columns)
+                 + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_report(workdir: str, *, title: str,
+                 seg: Mapping[str, Mapping[str, Any]],
+                 depth: Mapping[str, Mapping[str, Any]] | None = None,
+                 images: Mapping[str, str] | None = None,
+                 notes: Sequence[str] = (),
+                 class_ids: Sequence[int] | None = None) -> str:
+  """Writes ``<workdir>/report.md``; returns its text.
+
+  Args:
+    workdir: output folder.
+    title: heading.
+    seg: ``{run name: eval record}`` with ``miou``, ``miou_teacher``,
+      ``iou`` and ``iou_teacher`` (per-class fractions; None = NaN), as
+      written by ``train/ssda.py``'s evaluator.
+    depth: ``{SDE name: depth metrics}`` (``abs_rel``, ``a1``, ...).
+    images: ``{caption: PNG path}`` (made relative to ``workdir``).
+    notes: extra lines (timings, settings).
+    class_ids: columns of the IoU table (None = all classes).
+
+  Returns:
+    The markdown text.
+  """
+  out = [f"# {title}", ""]
+  if seg:
+    out += ["## Segmentation (target val)", ""]
+    cols = [c for c in ("miou", "miou_teacher", "miou16", "miou13",
+                        "miou_rel", "pixel_acc")
+            if any(c in m for m in seg.values())]
+    out.append(metrics_table(seg, cols))
+    rows = {}
+    for name, m in seg.items():
+      for key, suffix in (("iou", "student"), ("iou_teacher", "teacher")):
+        if m.get(key) is not None:
+          rows[f"{name} ({suffix})"] = np.array(
+              [np.nan if v is None else v for v in m[key]], np.float64)
+    if rows:
+      out += ["Per-class IoU (%):", "",
+              tables.format_iou_table(rows, class_ids=class_ids)]
+  if depth:
+    out += ["## Self-supervised depth (median-scaled)", ""]
+    out.append(metrics_table(depth, [c for c in (
+        "abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+                                     if any(c in m for m in depth.values())]))
+  for caption, path in (images or {}).items():
+    out += [f"### {caption}", "",
+            f"![{caption}]({os.path.relpath(path, workdir)})", ""]
+  if notes:
+    out += ["## Notes", ""] + [f"* {n}" for n in notes] + [""]
+  text = "\n".join(out)
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(text)
+  return text
