@@ -204,7 +204,24 @@ class SDETask:
 def ensure_minicity(config: mlc.ConfigDict, workdir: str) -> str:
   """Path of the SDE stream's data, generating MiniCity there if missing."""
   stream = config.data.train
-  path = stream.path or os.path.join(workdir, "data", stream.name)
+  return ensure_data(config, stream.path or
+                     os.path.join(workdir, "data", stream.name),
+                     "config.data.train.path")
+
+
+def ensure_data(config: mlc.ConfigDict, path: str, key: str) -> str:
+  """Returns ``path``, first generating MiniCity there if the config has a
+  ``minicity`` section and no finished generation (``<path>.done``) exists.
+
+  Args:
+    config: a mode's config; ``config.minicity`` (optional) says what to
+      generate.
+    path: the dataset root.
+    key: the config key ``path`` came from, named in the error.
+
+  Raises:
+    FileNotFoundError: ``path`` does not exist and nothing generates it.
+  """
   if "minicity" in config and not os.path.isfile(path + ".done"):
     from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
     logging.info("generating MiniCity into %s", path)
@@ -214,8 +231,7 @@ def ensure_minicity(config: mlc.ConfigDict, workdir: str) -> str:
       f.write("done\n")
   if not os.path.isdir(path):
     raise FileNotFoundError(
-        f"config.data.train.path={path!r} does not exist; point it at the "
-        f"dataset root")
+        f"{key}={path!r} does not exist; point it at the dataset root")
   return path
 
 

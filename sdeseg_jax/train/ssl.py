@@ -340,19 +340,9 @@ def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
 def dataset_path(config: mlc.ConfigDict, workdir: str) -> str:
   """Root of the data, generating MiniCity there first if configured."""
   st = config.data.labeled
-  path = st.path or os.path.join(workdir, "data", "minicity")
-  if "minicity" in config and not os.path.isfile(path + ".done"):
-    from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
-    logging.info("generating MiniCity into %s", path)
-    minicity.generate_from_config(config.minicity, path, overwrite=True,
-                                  log=logging.info)
-    with open(path + ".done", "w") as f:
-      f.write("done\n")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(
-        f"config.data.labeled.path={path!r} does not exist; point it at the "
-        "dataset root")
-  return path
+  return sde.ensure_data(
+      config, st.path or os.path.join(workdir, "data", "minicity"),
+      "config.data.labeled.path")
 
 
 def _stream(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
