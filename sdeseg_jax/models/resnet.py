@@ -43,6 +43,22 @@ def num_ch_enc(depth: int, width: int = 64) -> tuple[int, ...]:
   return (width,) + tuple(width * 2**i * expansion for i in range(4))
 
 
+def _conv_bn(block: nn.Module, x: jax.Array, features: int, kernel: int,
+             stride: int, dilation: int, conv_name: str,
+             bn_name: str) -> jax.Array:
+  """Bias-free conv (torchvision padding = dilation for 3x3) then BatchNorm.
+
+  Called inside a block's compact ``__call__``, so the submodules belong to
+  that block under the torchvision names given.
+  """
+  pad = dilation if kernel == 3 else 0
+  y = Conv2d(features, kernel, stride, pad, dilation, use_bias=False,
+             kernel_init=resnet_kernel_init, dtype=block.dtype,
+             name=conv_name)(x)
+  return BatchNorm(use_running_average=block.bn_eval, dtype=block.dtype,
+                   name=bn_name)(y)
+
+
 class BasicBlock(nn.Module):
   """torchvision BasicBlock (3x3, 3x3). ``dilation`` applies to both convs.
 
@@ -59,18 +75,13 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda f, k, s, p, d, name: Conv2d(  # noqa: E731
-        f, k, s, p, d, use_bias=False, kernel_init=resnet_kernel_init,
-        dtype=self.dtype, name=name)
-    bn = lambda name: BatchNorm(  # noqa: E731
-        use_running_average=self.bn_eval, dtype=self.dtype, name=name)
     d = self.dilation
-    out = nn.relu(bn("bn1")(conv(self.planes, 3, self.stride, d, d,
-                                 "conv1")(x)))
-    out = bn("bn2")(conv(self.planes, 3, 1, d, d, "conv2")(out))
+    out = nn.relu(_conv_bn(self, x, self.planes, 3, self.stride, d, "conv1",
+                           "bn1"))
+    out = _conv_bn(self, out, self.planes, 3, 1, d, "conv2", "bn2")
     if self.downsample:
-      x = bn("downsample_1")(conv(self.planes, 1, self.stride, 0, 1,
-                                  "downsample_0")(x))
+      x = _conv_bn(self, x, self.planes, 1, self.stride, 1, "downsample_0",
+                   "downsample_1")
     return nn.relu(out + x)
 
 
@@ -86,19 +97,14 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda f, k, s, p, d, name: Conv2d(  # noqa: E731
-        f, k, s, p, d, use_bias=False, kernel_init=resnet_kernel_init,
-        dtype=self.dtype, name=name)
-    bn = lambda name: BatchNorm(  # noqa: E731
-        use_running_average=self.bn_eval, dtype=self.dtype, name=name)
     d = self.dilation
-    out = nn.relu(bn("bn1")(conv(self.planes, 1, 1, 0, 1, "conv1")(x)))
-    out = nn.relu(bn("bn2")(conv(self.planes, 3, self.stride, d, d,
-                                 "conv2")(out)))
-    out = bn("bn3")(conv(self.planes * 4, 1, 1, 0, 1, "conv3")(out))
+    out = nn.relu(_conv_bn(self, x, self.planes, 1, 1, 1, "conv1", "bn1"))
+    out = nn.relu(_conv_bn(self, out, self.planes, 3, self.stride, d, "conv2",
+                           "bn2"))
+    out = _conv_bn(self, out, self.planes * 4, 1, 1, 1, "conv3", "bn3")
     if self.downsample:
-      x = bn("downsample_1")(conv(self.planes * 4, 1, self.stride, 0, 1,
-                                  "downsample_0")(x))
+      x = _conv_bn(self, x, self.planes * 4, 1, self.stride, 1,
+                   "downsample_0", "downsample_1")
     return nn.relu(out + x)
 
 
