@@ -43,13 +43,7 @@ def get_config(arg=None):
   config = common.mlc.ConfigDict()
   config.mode = "ssl"
   config.seed = a.seed
-  sub = common.mlc.ConfigDict()
-  if a.select:
-    sub.mode, sub.n, sub.seed, sub.file = "fixed", 0, a.seed, a.select
-  elif a.labels >= 367:
-    sub.mode, sub.n, sub.seed, sub.file = "all", 0, a.seed, ""
-  else:
-    sub.mode, sub.n, sub.seed, sub.file = "random", a.labels, a.seed, ""
+  sub = ssl_cityscapes.subset(a, n_total=367)  # CamVid train: 367 images
   stream = dict(path=a.path, frame_offsets=(0,), image_size=(512, 672),
                 crop_size=(512, 512), flip_prob=0.5)
   labeled = common.stream_config("camvid_ssl", "camvid", **stream)

@@ -154,13 +154,16 @@ def parse(arg):
       sde_twice=True, full_eval=False, runlocal=False)
 
 
-def subset(a, n_total_hint: int = 0):
-  """The labeled ``subset`` section of the args."""
-  del n_total_hint
+def subset(a, n_total: int = 2975):
+  """The labeled ``subset`` section of the args.
+
+  ``labels >= n_total`` (the dataset's training-set size) means every image
+  is labeled.
+  """
   s = common.mlc.ConfigDict()
   if a.select:
     s.mode, s.n, s.seed, s.file = "fixed", 0, a.seed, a.select
-  elif a.labels >= 2975:
+  elif a.labels >= n_total:
     s.mode, s.n, s.seed, s.file = "all", 0, a.seed, ""
   else:
     s.mode, s.n, s.seed, s.file = "random", a.labels, a.seed, ""
