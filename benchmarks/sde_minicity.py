@@ -7,8 +7,10 @@ Generates MiniCity into the workdir if needed (``configs/sde_minicity.py``),
 trains with the shared engine (same step, checkpoints and resume as
 ``mode=sde``), evaluates median-scaled depth on MiniCity val every
 ``--eval_every`` steps and prints the learning curve (training loss from the
-TensorBoard events, val abs_rel / delta<1.25, wall time). Target on a 2-core
-CPU: abs_rel <= 0.15 within 20 minutes. The last line is one JSON object.
+TensorBoard events, val abs_rel / delta<1.25, the pose net's snippet ATE,
+translation-direction and rotation errors in degrees against the MiniCity
+poses, wall time). Target on a 2-core CPU: abs_rel <= 0.15 within 20
+minutes. The last line is one JSON object.
 ``--config_arg`` takes the keys of ``configs/sde_minicity.py`` (e.g.
 ``frames=10,all_frames=True,gap=1,lr=3e-4,pose_lr=0,seed=0``).
 
@@ -18,7 +20,10 @@ plateaus at ~0.44-0.45 (delta<1.25 ~0.35-0.40) from ~750 steps on, equal to
 the train-frame abs_rel, i.e. not an overfitting problem: the pose net
 settles on a translation direction ~45 degrees off the (forward) camera
 motion that does not depend on the input (not even on a horizontal flip),
-and the depth net fits that wrong epipole.
+and the depth net fits that wrong epipole. The pose figures measure it: at
+1000 steps (load ~6-9, 0.57 s/step) snippet ATE 0.38 m, translation
+direction error 55 -> 49 degrees (steps 250 -> 1000), rotation error 0.4
+degrees, abs_rel 0.44-0.49.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+# Pose errors of sdeseg_jax.eval.depth copied into each curve row.
+POSE_KEYS = ("pose_ate", "pose_trans_angle_deg", "pose_rot_deg")
 
 
 def train_losses(workdir: str) -> list[tuple[int, float]]:
@@ -99,9 +108,18 @@ def main():
     row = {"step": step, "wall_s": round(time.time() - t_train, 1),
            "abs_rel": round(res["abs_rel"], 4), "a1": round(res["a1"], 4),
            "abs_rel_noscale": round(res["abs_rel_noscale"], 4)}
+    # Pose errors against the sidecar poses (val stream with_pose).
+    for k in POSE_KEYS:
+      if k in res:
+        row[k] = round(res[k], 4)
     curve.append(row)
+    pose = ""
+    if "pose_ate" in row:
+      pose = (f"  ate {row['pose_ate']:.4f}  t_dir "
+              f"{row['pose_trans_angle_deg']:6.2f}deg  rot "
+              f"{row['pose_rot_deg']:.3f}deg")
     print(f"step {step:6d}  {row['wall_s']:8.1f}s  abs_rel "
-          f"{row['abs_rel']:.4f}  d<1.25 {row['a1']:.4f}", flush=True)
+          f"{row['abs_rel']:.4f}  d<1.25 {row['a1']:.4f}{pose}", flush=True)
     return res
 
   trainer.fit(config, workdir, task=task, train_iter=loader,
@@ -127,6 +145,8 @@ def main():
       "final_abs_rel": curve[-1]["abs_rel"] if curve else None,
       "final_a1": curve[-1]["a1"] if curve else None,
       "best_abs_rel": min(r["abs_rel"] for r in curve) if curve else None,
+      **{f"final_{k}": curve[-1].get(k) if curve else None
+         for k in POSE_KEYS},
       "curve": curve,
       "train_loss": [[s, round(l, 5)] for s, l in losses],
   }

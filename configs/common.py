@@ -69,7 +69,10 @@ def train_config(**overrides) -> mlc.ConfigDict:
   # Mean teacher: alpha_t = min(1 - 1/(t+1), ema_decay) after every update.
   c.use_ema = False
   c.ema_decay = 0.99
-  c.ema_batch_stats = False  # the reference averages parameters only
+  # The teacher's BatchNorm statistics (sdeseg_jax/mixing/teacher.py): own
+  # (reference: updated by its own train-mode forwards) | ema (averaged
+  # student statistics) | student (a copy of the student's).
+  c.teacher_batch_stats = "own"
   c.update(overrides)
   return c
 
@@ -117,6 +120,10 @@ def sde_loss_config(**overrides) -> mlc.ConfigDict:
   c.avg_reprojection = False    # average, not min, over source frames
   c.identity_noise = 1e-5       # std of the tie-breaking noise
   c.feature_distance_weight = 0.0
+  # Diagnostic oracle (mode=sde only): warp with the ground-truth poses
+  # (`gt_cam_T_cam`, needs a MiniCity stream with `with_pose`) instead of the
+  # pose net's, to separate depth learning from pose learning.
+  c.gt_pose = False
   c.update(overrides)
   return c
 
@@ -230,6 +237,9 @@ def stream_config(name: str, layout: str, **overrides) -> mlc.ConfigDict:
   c.num_scales = 4                  # pyramid s1..s3 of the centre frame
   c.intrinsics_mode = "ssda"        # ssda | exact | master_compat
   c.with_depth = False              # deliver ground-truth `depth`
+  c.with_pose = False               # [prep] deliver `gt_cam_T_cam` from the
+                                    # MiniCity sidecar's per-frame poses
+                                    # (error without minicity.json)
   c.pseudo_depth_dir = ""           # deliver `pseudo_depth` from this folder
   c.pseudo_depth_encoding = "u8"    # u8 (/255) | u16 (/65535)
   c.keep_classes = ()               # train ids kept in `label` (others

@@ -14,21 +14,24 @@ SDE colour augmentation, Adam ``lr`` (x0.1 after 75% of the steps;
 ``pose_lr`` > 0 gives the pose net its own rate), true MiniCity intrinsics
 with the renderer's pixel-centre convention (``intrinsics_mode="exact"``).
 Depth is evaluated against MiniCity's rendered depth on the annotated val
-frames (median-scaled abs_rel, delta). ``runlocal``: a few steps of a
-smaller world, for smoke tests.
+frames (median-scaled abs_rel, delta), the pose net against the sidecar's
+camera poses (``with_pose``: snippet ATE, translation-direction and
+rotation errors in degrees). ``gt_pose``: the diagnostic oracle that warps
+with the ground-truth poses instead of the pose net's (what depth alone
+reaches). ``runlocal``: a few steps of a smaller world, for smoke tests.
 """
 
 from configs import common
 from configs import sde_cityscapes
 
-VARIANTS = ("runlocal",)
+VARIANTS = ("runlocal", "runlocal,gt_pose=True")
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, runlocal=False, width=16, height=64,
                        image_width=128, steps=3000, batch_size=4, lr=3e-4,
                        sequences=48, frames=10, all_frames=True, gap=1,
-                       pose_lr=0.0, seed=0)
+                       pose_lr=0.0, seed=0, gt_pose=False)
   config = common.mlc.ConfigDict()
   config.mode = "sde"
   config.seed = a.seed
@@ -45,13 +48,14 @@ def get_config(arg=None):
       "minicity_sde", "cityscapes", frame_offsets=offsets,
       image_size=(h, w), crop_size=(), color_aug=True,
       all_frames=a.all_frames, intrinsics_mode="exact", full_res=(w, h),
-      num_workers=0)
+      num_workers=0, with_pose=a.gt_pose)
   val_stream = common.stream_config(
       "minicity_sde_val", "cityscapes", frame_offsets=offsets,
       image_size=(h, w), crop_size=(), with_depth=True, full_res=(w, h),
-      intrinsics_mode="exact", num_workers=0)
+      intrinsics_mode="exact", num_workers=0, with_pose=True)
   sde_cityscapes.sde_sections(config, train_stream=train_stream,
                               val_stream=val_stream, frame_offsets=offsets)
+  config.loss.gt_pose = a.gt_pose
   config.model = common.model_config(
       "sde", encoder_depth=18, width=a.width, decoder="dec_tiny",
       pose_depth=10)

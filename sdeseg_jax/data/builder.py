@@ -15,11 +15,17 @@ label id, and stores per sample:
   Cityscapes disparity converted to depth with unit 1/256 m), or ``b""``;
 * ``intrinsics`` ``(fx/W, fy/H, cx/W, cy/H)``, ``full_size`` ``(W, H)``,
   ``image_size`` ``(W, H)`` of the stored frames, ``index``, ``relpath``,
-  ``camera_height``, ``camera_pitch`` (NaN when unknown).
+  ``camera_height``, ``camera_pitch`` (NaN when unknown);
+* ``poses`` (only for a stream with ``with_pose``): ``[T, 16]`` float64,
+  every frame's 4x4 camera-to-world pose (row-major) from the MiniCity
+  sidecar.
 
 The config name carries a hash of the reader settings and the dataset
 path, so that changing, e.g., ``frame_offsets`` or the folder prepares a new
-dataset rather than reusing a stale one.
+dataset rather than reusing a stale one. ``with_pose`` enters the hash only
+when it is set: a pose stream therefore never reuses a folder prepared
+without poses, while the names (and prepared folders) of the streams without
+poses stay what they were before the key existed.
 """
 
 from __future__ import annotations
@@ -56,6 +62,10 @@ def reader_settings(stream) -> dict[str, Any]:
   for k in _READER_KEYS:
     v = stream[k]
     out[k] = list(v) if isinstance(v, (tuple, list)) else v
+  if stream.with_pose:
+    # Only when set, so that the hash of every pose-less stream (and hence
+    # its already prepared folder) is unchanged; see the module docstring.
+    out["with_pose"] = True
   return out
 
 
@@ -86,6 +96,11 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     string = tfds.features.Tensor(shape=(), dtype=np.object_)
+    stream = self.builder_config.stream
+    extra = {}
+    if stream.with_pose:
+      extra["poses"] = tfds.features.Tensor(
+          shape=(len(stream.frame_offsets), 16), dtype=np.float64)
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "frames": tfds.features.Sequence(string),
@@ -99,6 +114,7 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
             "relpath": string,
             "camera_height": tfds.features.Tensor(shape=(), dtype=np.float32),
             "camera_pitch": tfds.features.Tensor(shape=(), dtype=np.float32),
+            **extra,
         }),
         disable_shuffling=True,
         description="sdeseg_jax dataset; reader settings: "
@@ -110,12 +126,13 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
     splits = SPLITS[stream.layout]
     # List every split first so that a broken dataset fails before writing.
     samples = {s: _list(stream, root, s) for s in splits}
-    return {s: self._generate_examples(samples[s], stream.layout)
+    return {s: self._generate_examples(samples[s], stream.layout,
+                                       stream.with_pose)
             for s in splits if samples[s] is not None}
 
-  def _generate_examples(self, samples, layout):
+  def _generate_examples(self, samples, layout, with_pose):
     for s in samples:
-      yield s.index, encode_sample(s, layout)
+      yield s.index, encode_sample(s, layout, with_pose=with_pose)
 
 
 def _list(stream, root, split):
@@ -150,8 +167,19 @@ def _png(a: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def encode_sample(s: readers.Sample, layout: str) -> dict[str, Any]:
-  """The stored record of one sample (see the module docstring)."""
+def encode_sample(s: readers.Sample, layout: str, *,
+                  with_pose: bool = False) -> dict[str, Any]:
+  """The stored record of one sample (see the module docstring).
+
+  Args:
+    s: the sample; with ``with_pose`` its ``poses`` must be filled
+      (``readers.list_samples`` of a ``with_pose`` stream).
+    layout: one of ``readers.LAYOUTS`` (label id table).
+    with_pose: store ``poses`` ``[T, 16]``.
+
+  Returns:
+    The record's feature dict.
+  """
   frames = [readers.read_image_bytes(f) for f in s.frames]
   sizes = set()
   for f in s.frames:
@@ -180,6 +208,15 @@ def encode_sample(s: readers.Sample, layout: str) -> dict[str, Any]:
     else:
       unit = s.depth_scale
       depth = readers.read_image_bytes(s.depth)
+  extra = {}
+  if with_pose:
+    if len(s.poses) != len(s.frames):
+      raise DatasetError(
+          f"{s.relpath}: {len(s.poses)} poses for {len(s.frames)} frames; "
+          "list the samples with with_pose=True")
+    # float64: world coordinates of long streets lose millimetres in
+    # float32, and the relative transforms are differences of them.
+    extra["poses"] = np.asarray(s.poses, np.float64).reshape(-1, 16)
   return {
       "frames": frames, "label": label, "depth": depth,
       "depth_unit": np.float32(unit),
@@ -189,6 +226,7 @@ def encode_sample(s: readers.Sample, layout: str) -> dict[str, Any]:
       "index": np.int32(s.index), "relpath": s.relpath,
       "camera_height": np.float32(s.camera_height),
       "camera_pitch": np.float32(s.camera_pitch),
+      **extra,
   }
 
 

@@ -53,6 +53,11 @@ paths relative to the dataset root, ``.png`` instead of the image extension,
 ``_small`` folder suffixes removed; 8-bit (``u8``, /255) or 16-bit (``u16``,
 /65535) at the stream's ``image_size``; see
 ``transforms.load_pseudo_depth``.
+
+Ground-truth poses (``stream.with_pose``, MiniCity only): ``gt_cam_T_cam``
+``[B, T, 4, 4]`` float32, for every frame the transform from the centre
+camera to that frame's camera (``transforms.gt_cam_T_cam``), the convention
+of the pose net's ``cam_T_cam``; mirrored with a flip, unchanged by crops.
 """
 
 from __future__ import annotations
@@ -251,6 +256,11 @@ def make_dataset(stream, *, split: str, global_batch_size: int, seed: int,
     raise DatasetError(
         f"stream {stream.name!r}: split {split!r} was not prepared (folder "
         f"{stream.path} has {sorted(builder.info.splits)})")
+  if stream.with_pose and "poses" not in builder.info.features:
+    raise DatasetError(
+        f"stream {stream.name!r}: with_pose=True but the prepared dataset "
+        f"{builder.data_dir} has no 'poses' feature; delete it and prepare "
+        "again")
   source = builder.as_data_source(split=split)
   positions, labeled = stream_positions(stream, source)
   num_samples = len(positions)
@@ -273,7 +283,7 @@ def make_dataset(stream, *, split: str, global_batch_size: int, seed: int,
       with_depth=stream.with_depth, pseudo_depth_dir=stream.pseudo_depth_dir,
       pseudo_depth_encoding=stream.pseudo_depth_encoding,
       centre_index=sorted(stream.frame_offsets).index(0),
-      keep_classes=tuple(stream.keep_classes))
+      keep_classes=tuple(stream.keep_classes), with_pose=stream.with_pose)
   ds = ds.random_map(proc, seed=seed)
   ds = ds.batch(local_bs, drop_remainder=True)
   ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,

@@ -35,6 +35,9 @@ the reference's preprocessed copies, ``leftImg8bit_small`` with ``.jpg``):
 A ``minicity.json`` sidecar at the dataset root (written by
 ``sdeseg_jax.data.minicity``) supplies intrinsics, ground-truth depth files
 and the camera height and pitch for every frame; see ``MiniCitySidecar``.
+With ``with_pose`` the reader also attaches the camera-to-world pose of every
+frame of a sample (``Sample.poses``); that needs the sidecar, since none of
+the real layouts ships per-frame poses.
 
 Every inconsistency found here raises :class:`DatasetError` naming the file
 and what was expected, so that a bad dataset fails at preparation time.
@@ -94,6 +97,9 @@ class Sample:
       metres per unit of the 16-bit PNG for MiniCity depth.
     camera_height: metres, NaN if unknown.
     camera_pitch: radians, NaN if unknown.
+    poses: per frame (same order as ``frames``) the 16 floats of the 4x4
+      camera-to-world pose (row-major, OpenCV camera axes) from the MiniCity
+      sidecar; ``()`` unless the stream asks for poses (``with_pose``).
   """
   index: int
   frames: tuple[str, ...]
@@ -106,6 +112,7 @@ class Sample:
   depth_scale: float = 0.0
   camera_height: float = math.nan
   camera_pitch: float = math.nan
+  poses: tuple[tuple[float, ...], ...] = ()
 
 
 # ----------------------------------------------------------------------------
@@ -553,8 +560,8 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
   Args:
     cfg: a stream config (``configs/common.py:stream_config``); reads
       ``layout``, ``path``, ``sequence_path``, ``image_folder``,
-      ``frame_offsets``, ``all_frames``, ``val_count``, ``intrinsics`` and
-      ``full_res``.
+      ``frame_offsets``, ``all_frames``, ``val_count``, ``intrinsics``,
+      ``full_res`` and ``with_pose``.
     split: ``"train"``, ``"val"`` (or ``"test"`` for CamVid).
     check: fully decode every frame (slow; done at preparation time).
 
@@ -563,7 +570,8 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
     of the sequence frames for ``all_frames``).
 
   Raises:
-    DatasetError: the folder does not match the layout.
+    DatasetError: the folder does not match the layout, or ``with_pose`` is
+      set and the folder has no MiniCity sidecar (``<path>/minicity.json``).
   """
   layout = cfg.layout
   if layout not in LAYOUTS:
@@ -617,11 +625,48 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
         check=check, sidecar=sidecar)
   if not samples:
     raise DatasetError(f"{root}: no samples for split {split!r}")
+  if cfg.with_pose:
+    samples = _attach_poses(samples, sidecar, cfg.name)
   if check:
     # Each frame once, although sequence frames are shared by neighbours.
     for f in sorted({f for smp in samples for f in smp.frames}):
       check_image(f)
   return samples
+
+
+def _attach_poses(samples: list[Sample], sidecar: MiniCitySidecar,
+                  stream_name: str) -> list[Sample]:
+  """Adds every frame's camera-to-world pose from the sidecar.
+
+  Raises:
+    DatasetError: no sidecar (the real layouts have no per-frame poses), a
+      frame outside the sidecar's root, or a pose that is not 16 finite
+      numbers.
+  """
+  if not sidecar:
+    raise DatasetError(
+        f"stream {stream_name!r}: with_pose=True needs ground-truth camera "
+        f"poses from a MiniCity sidecar, but {sidecar.path} does not exist "
+        "(real Cityscapes/GTA5/Synthia/CamVid folders have no per-frame "
+        "poses); set with_pose=False for this dataset.")
+  out = []
+  for smp in samples:
+    poses = []
+    for f in smp.frames:
+      meta = sidecar.lookup(f)
+      if meta is None:
+        raise DatasetError(
+            f"{sidecar.path}: frame {f} is outside the sidecar's dataset "
+            "root, so it has no pose (with_pose=True); keep the sequence "
+            "folder under the dataset root.")
+      pose = np.asarray(meta["pose"], np.float64).reshape(-1)
+      if pose.shape != (16,) or not np.all(np.isfinite(pose)):
+        raise DatasetError(
+            f"{sidecar.path}: 'pose' of frame {f} must be 16 finite numbers "
+            "(4x4 camera-to-world, row-major).")
+      poses.append(tuple(float(x) for x in pose))
+    out.append(dataclasses.replace(smp, poses=tuple(poses)))
+  return out
 
 
 # ----------------------------------------------------------------------------
@@ -634,7 +679,8 @@ class MiniCitySidecar:
   ``lookup(image_path)`` returns ``None`` for datasets without a sidecar, or a
   dict with ``intrinsics`` (normalised), ``depth`` (absolute path of the
   ground-truth depth PNG), ``depth_scale`` (metres per PNG unit),
-  ``camera_height`` and ``camera_pitch``.
+  ``camera_height``, ``camera_pitch`` and ``pose`` (16 floats, 4x4
+  camera-to-world, row-major, OpenCV camera axes; docs/minicity.md).
   """
 
   def __init__(self, root: str):

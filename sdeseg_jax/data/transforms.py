@@ -10,7 +10,8 @@ colour-aug gate (p 0.5), flip (p ``flip_prob``), then decode and resize every
 frame to the stream's image size (Lanczos; a no-op for pre-downsampled
 files), label (NEAREST), random crop (same window for every frame, label and
 depth), intrinsics of the crop, the cascaded Lanczos pyramid of the centre
-frame, and the SDE colour augmentation of ``color_aug``.
+frame, the SDE colour augmentation of ``color_aug`` and, for pose streams,
+the ground-truth ``gt_cam_T_cam`` (mirrored with the flip).
 """
 
 from __future__ import annotations
@@ -86,6 +87,36 @@ def intrinsics_matrix(intrinsics, full_size, image_size, x1: int, y1: int,
   k[0, 0], k[0, 2] = fx, cx - x1
   k[1, 1], k[1, 2] = fy, cy - y1
   return k.astype(np.float32)
+
+
+def gt_cam_T_cam(poses, centre_index: int, flip: bool) -> np.ndarray:
+  """Ground-truth centre->frame transforms from camera-to-world poses.
+
+  ``T_f = inv(pose_f) @ pose_c`` maps a point in the centre camera's
+  coordinates to frame ``f``'s camera coordinates: the convention of the
+  pose net's ``cam_T_cam`` that ``geometry.warp.inverse_warp`` applies
+  (target = centre, source = frame ``f``); ``T_c`` is the identity. A
+  horizontal flip mirrors the camera's x axis (OpenCV axes), so every
+  transform is conjugated by ``S = diag(-1, 1, 1, 1)``: ``S @ T_f @ S``.
+  Resizing and cropping change only the intrinsics.
+
+  Args:
+    poses: ``[T, 16]`` (or ``[T, 4, 4]``) camera-to-world poses, row-major,
+      of the sample's frames in the sorted frame-offset order.
+    centre_index: position of offset 0 in that order.
+    flip: whether the sample was flipped horizontally.
+
+  Returns:
+    ``[T, 4, 4]`` float32.
+  """
+  poses = np.asarray(poses, np.float64).reshape(-1, 4, 4)
+  out = np.linalg.inv(poses) @ poses[centre_index]
+  if flip:
+    s = np.diag([-1.0, 1.0, 1.0, 1.0])
+    out = s @ out @ s
+  # The centre's inv(P) @ P is the identity up to rounding; make it exact.
+  out[centre_index] = np.eye(4)
+  return out.astype(np.float32)
 
 
 def inverse_intrinsics(k: np.ndarray) -> np.ndarray:
@@ -238,7 +269,7 @@ class ProcessSample(grain.transforms.RandomMap):
                flip_prob: float, color_aug: bool, intrinsics_mode: str,
                num_scales: int, with_depth: bool, pseudo_depth_dir: str,
                pseudo_depth_encoding: str, centre_index: int = 0,
-               keep_classes: tuple[int, ...] = ()):
+               keep_classes: tuple[int, ...] = (), with_pose: bool = False):
     """Stores the settings.
 
     Args:
@@ -257,6 +288,8 @@ class ProcessSample(grain.transforms.RandomMap):
         pyramid is built from that frame).
       keep_classes: train ids to keep in ``label`` (others become 250), e.g.
         the 16 Synthia classes; () keeps all 19.
+      with_pose: deliver ``gt_cam_T_cam`` ``[T, 4, 4]`` from the record's
+        ``poses`` (see ``gt_cam_T_cam``).
     """
     if intrinsics_mode not in INTRINSICS_MODES:
       raise ValueError(f"intrinsics_mode={intrinsics_mode!r}; expected one "
@@ -276,6 +309,7 @@ class ProcessSample(grain.transforms.RandomMap):
     self.pseudo_depth_dir = pseudo_depth_dir
     self.pseudo_depth_encoding = pseudo_depth_encoding
     self.centre_index = centre_index
+    self.with_pose = with_pose
     self.label_lut = None
     if keep_classes:
       self.label_lut = np.full(256, IGNORE_INDEX, np.int32)
@@ -359,6 +393,12 @@ class ProcessSample(grain.transforms.RandomMap):
     out["index"] = np.int32(index)
     out["camera_height"] = np.float32(element["camera_height"])
     out["camera_pitch"] = np.float32(element["camera_pitch"])
+    if self.with_pose:
+      if "poses" not in element:
+        raise DatasetError(
+            f"record {index} has no 'poses'; the stream asks for "
+            "with_pose=True but was prepared without it")
+      out["gt_cam_T_cam"] = gt_cam_T_cam(element["poses"], centre, do_flip)
     return out
 
 

@@ -17,9 +17,19 @@ Ground truth is the batch's ``depth`` (metres, 0 = invalid): MiniCity's
 rendered depth, or Cityscapes depth from disparity (the data pipeline
 converts ``(png - 1) / 256`` disparity with the camera's baseline and fx).
 
-Pose: absolute trajectory error of the 2-frame snippets (centre -> source
-camera), aligned in scale by least squares as monodepth2's ``compute_ate``.
-Needs ground-truth ``gt_cam_T_cam`` ``[B, T, 4, 4]`` in the batch (MiniCity).
+Pose (when the batch has ground-truth ``gt_cam_T_cam`` ``[B, T, 4, 4]``,
+i.e. a MiniCity stream with ``with_pose``, and the prediction has
+``cam_T_cam``), per 2-frame snippet (centre frame and one neighbour), then
+averaged over snippets (every sample x every neighbour):
+
+* ``pose_ate``: absolute trajectory error, the trajectory aligned in scale
+  by least squares as monodepth2's ``compute_ate`` (``snippet_ate``);
+* ``pose_trans_angle_deg``: angle between the predicted and the true
+  direction of the camera motion (the neighbour's camera centre in the
+  centre camera's coordinates); scale-free, so it shows a wrong epipole even
+  when the depth scale is arbitrary. Snippets where either motion is zero
+  have no direction and are left out of this mean;
+* ``pose_rot_deg``: angle of the relative rotation ``R_pred^T R_gt``.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+POSE_METRICS = ("pose_ate", "pose_trans_angle_deg", "pose_rot_deg")
 MIN_DEPTH = 1e-3
 MAX_DEPTH = 80.0
 
@@ -112,7 +123,7 @@ class DepthAccumulator:
     self.min_depth, self.max_depth = min_depth, max_depth
     self.pred_min_depth, self.pred_max_depth = pred_min_depth, pred_max_depth
     self._rows = {"": [], "_noscale": []}
-    self._pose = []
+    self._pose = {k: [] for k in POSE_METRICS}
 
   def add_disparities(self, gt_depth: np.ndarray, disp: np.ndarray) -> None:
     """Adds a batch.
@@ -137,15 +148,25 @@ class DepthAccumulator:
 
   def add_poses(self, gt_T: np.ndarray, pred_T: np.ndarray) -> None:
     """Adds [N, 4, 4] ground-truth and predicted centre->source transforms."""
-    for g, p in zip(np.asarray(gt_T), np.asarray(pred_T)):
-      self._pose.append(snippet_ate(g, p))
+    gt_T, pred_T = np.asarray(gt_T), np.asarray(pred_T)
+    if gt_T.shape != pred_T.shape or gt_T.shape[-2:] != (4, 4):
+      raise ValueError(f"pose shapes {gt_T.shape} (ground truth) and "
+                       f"{pred_T.shape} (prediction); expected [N, 4, 4]")
+    for g, p in zip(gt_T, pred_T):
+      for k, v in pose_errors(g, p).items():
+        # Only a motion direction may be undefined (a camera that does not
+        # move); any other NaN (a diverged pose net) stays visible.
+        if k == "pose_trans_angle_deg" and np.isnan(v):
+          continue
+        self._pose[k].append(v)
 
   @property
   def num_images(self) -> int:
     return len(self._rows[""])
 
   def result(self) -> dict[str, float]:
-    """``{metric, metric_noscale, median_scale_std, pose_ate?}``."""
+    """``{metric, metric_noscale, median_scale, num_images}`` and, with
+    poses, ``POSE_METRICS`` and ``num_pose_snippets``."""
     out = {}
     for suffix, rows in self._rows.items():
       if not rows:
@@ -155,8 +176,10 @@ class DepthAccumulator:
     if self._rows[""]:
       out["median_scale"] = float(np.mean([r["scale"]
                                            for r in self._rows[""]]))
-    if self._pose:
-      out["pose_ate"] = float(np.mean(self._pose))
+    if self._pose["pose_ate"]:
+      for k, v in self._pose.items():
+        out[k] = float(np.mean(v)) if v else float("nan")
+      out["num_pose_snippets"] = float(len(self._pose["pose_ate"]))
     out["num_images"] = float(self.num_images)
     return out
 
@@ -186,19 +209,69 @@ def snippet_ate(gt_T: np.ndarray, pred_T: np.ndarray) -> float:
   return float(np.sqrt(np.sum(err ** 2) / gt.shape[0]))
 
 
+# Both angles use atan2(sin, cos) rather than arccos(cos): arccos loses
+# half the digits near 0, so a float32 prediction equal to the ground truth
+# would read as ~0.03 degrees instead of ~1e-5.
+
+
+def _rotation_angle_deg(r: np.ndarray) -> float:
+  """Angle of a 3x3 rotation matrix in degrees (0..180)."""
+  r = np.asarray(r, np.float64)
+  sin = 0.5 * np.linalg.norm([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0],
+                              r[1, 0] - r[0, 1]])
+  cos = 0.5 * (np.trace(r) - 1.0)
+  return float(np.degrees(np.arctan2(sin, cos)))
+
+
+def _vector_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+  """Angle between two 3-vectors in degrees; NaN if either is ~zero."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if np.linalg.norm(a) < 1e-9 or np.linalg.norm(b) < 1e-9:
+    return float("nan")
+  return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)),
+                                     np.dot(a, b))))
+
+
+def pose_errors(gt_T: np.ndarray, pred_T: np.ndarray) -> dict[str, float]:
+  """Errors of one 2-frame snippet (see the module docstring).
+
+  Args:
+    gt_T, pred_T: [4, 4] centre->neighbour transforms (``cam_T_cam``
+      convention: centre-camera points to neighbour-camera points).
+
+  Returns:
+    ``{"pose_ate", "pose_trans_angle_deg", "pose_rot_deg"}``; the angle of
+    the translation is NaN when either camera does not move.
+  """
+  gt_T = np.asarray(gt_T, np.float64)
+  pred_T = np.asarray(pred_T, np.float64)
+  # The neighbour's camera centre in the centre camera's coordinates: the
+  # direction of motion, independent of how the rotation is split off.
+  gt_c = np.linalg.inv(gt_T)[:3, 3]
+  pred_c = np.linalg.inv(pred_T)[:3, 3]
+  return {
+      "pose_ate": snippet_ate(gt_T, pred_T),
+      "pose_trans_angle_deg": _vector_angle_deg(pred_c, gt_c),
+      "pose_rot_deg": _rotation_angle_deg(pred_T[:3, :3].T @ gt_T[:3, :3]),
+  }
+
+
 def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
              batches: Iterable[dict[str, Any]], **kwargs) -> dict[str, float]:
   """Runs ``predict_fn`` over ``batches`` and accumulates depth (and pose).
 
   Args:
-    predict_fn: ``batch -> {"disp": [B, h, w, 1], "cam_T_cam"?: {f: [B,4,4]}}``
-      (host numpy or jax arrays).
-    batches: iterable of batch dicts with ``depth`` [B, H, W] (and, for
-      pose, ``gt_cam_T_cam`` [B, T, 4, 4] and ``frame_offsets`` order).
+    predict_fn: ``batch -> {"disp": [B, h, w, 1], "cam_T_cam"?: {f: [B,4,4]},
+      "offsets"?: frame offsets}`` (host numpy or jax arrays). The frames of
+      ``gt_cam_T_cam`` are in the sorted order of the offsets: ``offsets``
+      if given, else ``cam_T_cam``'s keys plus 0.
+    batches: iterable of batch dicts with ``depth`` [B, H, W] and, for the
+      pose errors, ``gt_cam_T_cam`` [B, T, 4, 4] (``with_pose`` streams).
     **kwargs: passed to ``DepthAccumulator``.
 
   Returns:
-    ``DepthAccumulator.result()``.
+    ``DepthAccumulator.result()``; the pose keys only when both the batch
+    has ``gt_cam_T_cam`` and the prediction ``cam_T_cam``.
   """
   acc = DepthAccumulator(**kwargs)
   for batch in batches:
@@ -216,7 +289,13 @@ def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
     acc.add_disparities(gt, disp)
     if "gt_cam_T_cam" in batch and "cam_T_cam" in out:
       gt_T = np.asarray(batch["gt_cam_T_cam"])
-      for t, f in enumerate(out["offsets"]):
+      offsets = sorted(out["offsets"] if "offsets" in out else
+                       set(out["cam_T_cam"]) | {0})
+      if gt_T.ndim != 4 or gt_T.shape[1] != len(offsets):
+        raise ValueError(
+            f"gt_cam_T_cam has shape {gt_T.shape}; expected [B, "
+            f"{len(offsets)}, 4, 4] for frame offsets {tuple(offsets)}")
+      for t, f in enumerate(offsets):
         if f == 0:
           continue
         g, p = gt_T[:, t], np.asarray(out["cam_T_cam"][f])

@@ -117,6 +117,10 @@ class SDETask:
     if self.offsets == (0,):
       raise ValueError("config.loss.frame_offsets needs neighbours for SDE, "
                        f"got {self.offsets}")
+    if config.loss.gt_pose and not config.data.train.get("with_pose"):
+      raise ValueError(
+          "config.loss.gt_pose=True warps with ground-truth poses: set "
+          "config.data.train.with_pose=True (MiniCity streams only)")
 
   def init(self, rng, batch):
     v = self.model.init({"params": rng, "dropout": rng},
@@ -151,7 +155,8 @@ class SDETask:
     Args:
       params, batch_stats: model variables.
       batch: ``color``/``color_aug`` [B, T, H, W, 3] uint8, ``pyramid``
-        {"s1".."s3"} [B, H/2^s, W/2^s, 3] uint8, ``K``/``inv_K`` [B, 4, 4].
+        {"s1".."s3"} [B, H/2^s, W/2^s, 3] uint8, ``K``/``inv_K`` [B, 4, 4];
+        ``gt_cam_T_cam`` [B, T, 4, 4] with ``config.loss.gt_pose``.
       rng: per-step key (dropout, automask noise).
       step: [] int (unused).
       teacher: unused (SDE has no mean teacher).
@@ -169,10 +174,15 @@ class SDETask:
              for s in self.loss_cfg.scales}
     pyramid = {s: to_float(batch["pyramid"][f"s{s}"])
                for s in self.loss_cfg.scales if s > 0}
+    poses = cam_T_cam(out, self.offsets)
+    if self.loss_cfg.gt_pose:
+      # Oracle: the ground-truth transforms replace the pose net's (which
+      # then gets no gradient).
+      poses = {f: batch["gt_cam_T_cam"][:, i]
+               for i, f in enumerate(self.offsets) if f != 0}
     loss, aux = monodepth_loss(
-        disps, to_float(batch["color"]), pyramid,
-        cam_T_cam(out, self.offsets), batch["K"], batch["inv_K"], loss_rng,
-        self.loss_cfg)
+        disps, to_float(batch["color"]), pyramid, poses, batch["K"],
+        batch["inv_K"], loss_rng, self.loss_cfg)
     metrics = {k: v for k, v in aux.items()
                if isinstance(v, jax.Array) and v.ndim == 0}
     metrics["sde_loss"] = loss
