@@ -23,15 +23,17 @@ Rows (``row=``; see docs/reproduce.md for the table each one belongs to):
 * ``transfer_depthmix``: transfer (fd2) + DepthMix (210
   ``transfer_dcompgt0.030``).
 * ``mtl_depthmix``: PAD multi-task + DepthMix on the student's online
-  disparity, SDE loss on the labeled and the unlabeled batch (212).
+  disparity, SDE loss on the labeled and the unlabeled batch, pose net also
+  run in the mixed forward (``config.ssl.mixed_pose``, §10.17) (212).
 
 Modifiers: ``labels`` (100 | 372 | 744 | 2975; random subset with
 ``np.random.seed(seed)``, §1.7), ``seed`` (7 | 25 | 42: training and subset
 seed), ``select=<json>`` (S: a fixed labeled subset written by the
 selection mode), ``teacher=eval`` (teacher in inference mode with averaged
-BatchNorm statistics), ``q_per_image`` (paper Eq. 11), ``aug=standard``,
-``paper_dlr`` (depth decoder at 1e-3 as the paper states; the code trains
-it at 1e-2), ``ref_steps`` (39,999 steps like the reference loop),
+BatchNorm statistics; by default it runs in train mode and keeps its own
+running statistics, as the reference), ``q_per_image`` (paper Eq. 11),
+``aug=standard``, ``paper_dlr`` (depth decoder at 1e-3 as the paper
+states; the code trains it at 1e-2), ``ref_steps`` (39,999 steps like the reference loop),
 ``sde_twice=0`` (SDE loss on the labeled batch only; the reference also
 applies it to the unlabeled batch in 212), ``full_eval`` (also evaluate at
 2048x1024 labels), ``runlocal`` (a few tiny steps).
@@ -112,6 +114,9 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
   config.ssl.sde_weight = 1.0 if mtl else 0.0  # monodepth_lambda
   # The reference applies L_D to the unlabeled batch as well in 212.
   config.ssl.sde_on_unlabeled = mtl and unl and bool(a.sde_twice)
+  # 212 also runs the pose net in the mixed forward (mixed centre, original
+  # neighbours): unused outputs, updated pose BatchNorm statistics (§10.17).
+  config.ssl.mixed_pose = mtl and unl
   config.mix = common.mlc.ConfigDict(dict(
       mask=mask or "none", depth_source=depth_source or "pseudo",
       margin=0.03, foreground_threshold=0.0, use_gt=use_gt, tau=0.968,
@@ -126,7 +131,7 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
       num_steps=num_steps - 1 if a.ref_steps else num_steps, batch_size=2,
       seed=a.seed, log_every=50, eval_every=2500, image_every=2500,
       checkpoint_every=2500, use_ema=unl, ema_decay=0.99,
-      ema_batch_stats=a.teacher == "eval")
+      teacher_batch_stats="ema" if a.teacher == "eval" else "own")
   # Depth decoder (PAD depth_dec + SA_seg, or a transfer-mode depth
   # decoder) at the paper's 1e-3 instead of the code's 1e-2.
   dlr = ((("pad/depth_dec/.*", 1e-3), ("pad/sa_seg/.*", 1e-3))

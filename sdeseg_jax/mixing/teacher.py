@@ -5,10 +5,19 @@ after every optimiser step, with a warm-up decay
 
   alpha_t = min(1 - 1 / (t + 1), 0.99),   t = 1, 2, ... (1-based step),
 
-so alpha = 0.5, 0.667, 0.75, ... and reaches 0.99 from step 99 on. BatchNorm
-running statistics are *not* averaged (the teacher runs in train mode and its
-own running stats are never used). `update_teacher` keeps that default and
-offers averaging the batch statistics as an option.
+so alpha = 0.5, 0.667, 0.75, ... and reaches 0.99 from step 99 on.
+
+BatchNorm running statistics of the teacher (``BATCH_STATS_SOURCES``):
+
+* ``"own"`` (reference): the teacher is a separate module whose buffers are
+  never averaged; it runs in train mode to make pseudo labels, so each of
+  its forwards (one per mixing branch) updates its *own* running statistics,
+  and evaluating the teacher uses them (§11 "BatchNorm"). The caller passes
+  the statistics its forwards produced in this step.
+* ``"ema"``: the student's running statistics averaged with the same decay
+  as the parameters (not in the reference; pairs with an inference-mode
+  teacher).
+* ``"student"``: a copy of the student's running statistics after the step.
 """
 
 from typing import Any, Optional, Tuple
@@ -52,6 +61,9 @@ def ema_update(ema_tree: PyTree, new_tree: PyTree, decay) -> PyTree:
   return jax.tree.map(_one, ema_tree, new_tree)
 
 
+BATCH_STATS_SOURCES = ("own", "ema", "student")
+
+
 def update_teacher(
     step,
     ema_params: PyTree,
@@ -59,7 +71,8 @@ def update_teacher(
     ema_batch_stats: Optional[PyTree] = None,
     batch_stats: Optional[PyTree] = None,
     *,
-    average_batch_stats: bool = False,
+    batch_stats_source: str = "own",
+    forward_batch_stats: Optional[PyTree] = None,
     max_decay: float = 0.99,
 ) -> Tuple[PyTree, Optional[PyTree]]:
   """One mean-teacher update after optimiser step `step` (1-based).
@@ -68,22 +81,34 @@ def update_teacher(
     step: 1-based step index (int scalar, may be traced).
     ema_params: teacher parameters.
     params: student parameters after the optimiser step.
-    ema_batch_stats: teacher BatchNorm statistics (or None).
-    batch_stats: student BatchNorm statistics (or None).
-    average_batch_stats: if False (reference, §4.4), the teacher's batch
-      statistics are returned unchanged; if True they are averaged like the
-      parameters.
+    ema_batch_stats: teacher BatchNorm statistics before the step (or None).
+    batch_stats: student BatchNorm statistics after the step (or None).
+    batch_stats_source: one of ``BATCH_STATS_SOURCES`` (module docstring).
+    forward_batch_stats: ``"own"`` only: the teacher's statistics after its
+      train-mode forwards of this step; None (the teacher did not run in
+      train mode) keeps ``ema_batch_stats``.
     max_decay: upper bound of the decay.
 
   Returns:
     (new_ema_params, new_ema_batch_stats).
+
+  Raises:
+    ValueError: an unknown ``batch_stats_source``, or ``"ema"``/``"student"``
+      without both statistics trees.
   """
+  if batch_stats_source not in BATCH_STATS_SOURCES:
+    raise ValueError(
+        f"config.train.teacher_batch_stats={batch_stats_source!r}; choose "
+        f"one of {BATCH_STATS_SOURCES}")
   decay = ema_decay(step, max_decay)
   new_params = ema_update(ema_params, params, decay)
-  if average_batch_stats:
-    if ema_batch_stats is None or batch_stats is None:
-      raise ValueError(
-          "update_teacher: average_batch_stats=True needs both "
-          "ema_batch_stats and batch_stats.")
+  if batch_stats_source == "own":
+    return new_params, (ema_batch_stats if forward_batch_stats is None
+                        else forward_batch_stats)
+  if ema_batch_stats is None or batch_stats is None:
+    raise ValueError(
+        f"update_teacher: teacher_batch_stats={batch_stats_source!r} needs "
+        "both ema_batch_stats and batch_stats.")
+  if batch_stats_source == "ema":
     return new_params, ema_update(ema_batch_stats, batch_stats, decay)
-  return new_params, ema_batch_stats
+  return new_params, batch_stats  # "student"

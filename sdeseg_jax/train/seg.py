@@ -7,7 +7,10 @@ host-side weight initialisation and the ``NamedIterators`` data helper):
   the (upsampled) intermediate CE (REFERENCE_SPEC §4.3).
 * ``teacher_probs``: mean-teacher softmax, either as the reference runs it
   (train mode: batch statistics of the unlabeled batch and ASPP dropout,
-  §4.4) or in inference mode (running statistics, no dropout).
+  §4.4; the teacher's own running statistics are updated and returned) or
+  in inference mode (running statistics, no dropout, none updated).
+* ``check_teacher_config``: which teacher mode goes with which source of the
+  teacher's BatchNorm statistics (``config.train.teacher_batch_stats``).
 * ``mix_depth``: the normalised disparity DepthMix compares (exported pseudo
   depth, the student's own online disparity, or ground-truth depth).
 * ``mix_mask``: DepthMix / ClassMix / CutMix / all-ones masks from a config.
@@ -41,6 +44,7 @@ from sdeseg_jax.mixing import augment
 from sdeseg_jax.mixing import masks as masks_lib
 from sdeseg_jax.mixing import mix as mix_lib
 from sdeseg_jax.mixing import pseudo_label
+from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.train import checkpoint as ckpt_lib
 
 IGNORE_INDEX = 250
@@ -70,7 +74,7 @@ def mix_config(**overrides) -> mlc.ConfigDict:
     weight: ``consistency_weight`` of the mixed loss (1).
     teacher_mode: ``train`` (reference: batch statistics + dropout) or
       ``eval`` (running statistics, no dropout; needs
-      ``config.train.ema_batch_stats``).
+      ``config.train.teacher_batch_stats`` ``ema`` or ``student``).
     augment: kornia04 (reference) | standard | none.
     jitter_prob, blur_prob: gates of the strong augmentation (0.8, 0.5).
     cutmix_area: box area of CutMix (0.5).
@@ -93,20 +97,47 @@ def mix_config(**overrides) -> mlc.ConfigDict:
   return c
 
 
-def check_mix_config(cfg: mlc.ConfigDict, *, ema_batch_stats: bool) -> None:
-  """Raises ValueError naming the ``config.mix`` key that is invalid."""
+def check_teacher_config(teacher_mode: str, teacher_batch_stats: str,
+                         mode_key: str = "config.mix.teacher_mode") -> None:
+  """Raises ValueError unless the teacher mode and statistics source fit.
+
+  Args:
+    teacher_mode: ``train`` or ``eval`` (read from ``mode_key``).
+    teacher_batch_stats: ``config.train.teacher_batch_stats``, one of
+      ``mixing.teacher.BATCH_STATS_SOURCES``.
+    mode_key: the config key of ``teacher_mode``, for the message.
+  """
+  if teacher_mode not in TEACHER_MODES:
+    raise ValueError(f"{mode_key}={teacher_mode!r}; choose one of "
+                     f"{TEACHER_MODES}")
+  if teacher_batch_stats not in teacher_lib.BATCH_STATS_SOURCES:
+    raise ValueError(
+        f"config.train.teacher_batch_stats={teacher_batch_stats!r}; choose "
+        f"one of {teacher_lib.BATCH_STATS_SOURCES}")
+  if teacher_mode == "eval" and teacher_batch_stats == "own":
+    raise ValueError(
+        f"{mode_key}='eval' runs the teacher on its running BatchNorm "
+        "statistics, and an inference-mode teacher never updates its own: "
+        "with config.train.teacher_batch_stats='own' they would stay at "
+        "their initial values. Set config.train.teacher_batch_stats to "
+        "'ema' (averaged student statistics) or 'student'")
+
+
+def check_mix_config(cfg: mlc.ConfigDict, *, teacher_batch_stats: str
+                     ) -> None:
+  """Raises ValueError naming the ``config.mix`` key that is invalid.
+
+  Args:
+    cfg: ``config.mix``.
+    teacher_batch_stats: ``config.train.teacher_batch_stats``.
+  """
   for key, allowed in (("mask", MASKS), ("depth_source", DEPTH_SOURCES),
                        ("teacher_mode", TEACHER_MODES),
                        ("augment", AUGMENTS)):
     if cfg[key] not in allowed:
       raise ValueError(f"config.mix.{key}={cfg[key]!r}; choose one of "
                        f"{allowed}")
-  if cfg.teacher_mode == "eval" and not ema_batch_stats:
-    raise ValueError(
-        "config.mix.teacher_mode='eval' runs the teacher on its running "
-        "BatchNorm statistics; set config.train.ema_batch_stats=True so that "
-        "they follow the student (otherwise they stay at their initial "
-        "values)")
+  check_teacher_config(cfg.teacher_mode, teacher_batch_stats)
 
 
 def to_float(x: jax.Array) -> jax.Array:
@@ -145,7 +176,7 @@ def labeled_seg_loss(out: Mapping[str, Any], labels: jax.Array
 
 
 def teacher_probs(model, teacher: tuple[Any, Any], images: jax.Array,
-                  rng: jax.Array, mode: str) -> jax.Array:
+                  rng: jax.Array, mode: str) -> tuple[jax.Array, Any]:
   """Mean-teacher class probabilities of single frames (stop-gradient).
 
   Args:
@@ -155,25 +186,29 @@ def teacher_probs(model, teacher: tuple[Any, Any], images: jax.Array,
     rng: dropout key (train mode).
     mode: ``"train"``: as the reference, BatchNorm normalises with the
       statistics of this batch and ASPP dropout is active; the teacher's
-      updated running statistics are discarded (the reference's drift but
-      are never used). ``"eval"``: running statistics, no dropout.
+      running statistics take one momentum update from this batch (the
+      reference's teacher is a module of its own in train mode, §4.4).
+      ``"eval"``: running statistics, no dropout, statistics unchanged.
 
   Returns:
-    ``[B, H, W, C]`` float32 softmax.
+    ``(probs, batch_stats)``: ``[B, H, W, C]`` float32 softmax and the
+    teacher's BatchNorm statistics after this forward (the pose net's, which
+    the teacher never runs, unchanged).
   """
   params, batch_stats = teacher
   variables = {"params": params, "batch_stats": batch_stats}
   x = images[:, None]
   if mode == "train":
-    out, _ = model.apply(variables, x, (0,), train=True, pose=False,
-                         rngs={"dropout": rng}, mutable=["batch_stats"])
+    out, new = model.apply(variables, x, (0,), train=True, pose=False,
+                           rngs={"dropout": rng}, mutable=["batch_stats"])
+    batch_stats = new["batch_stats"]
   elif mode == "eval":
     out = model.apply(variables, x, (0,), train=False, pose=False)
   else:
     raise ValueError(f"teacher mode must be one of {TEACHER_MODES}, got "
                      f"{mode!r}")
   probs = jax.nn.softmax(out["semantics"].astype(jnp.float32), axis=-1)
-  return jax.lax.stop_gradient(probs)
+  return jax.lax.stop_gradient((probs, batch_stats))
 
 
 def disparity_from_depth(depth: jax.Array) -> jax.Array:

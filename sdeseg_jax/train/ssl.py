@@ -22,15 +22,24 @@ jitted ``train_step`` and vectorised over the batch:
 4. Mask (DepthMix / ClassMix / CutMix / ones), mix of images, pseudo labels
    and confidences with the same mask (image i with its pair partner i^1),
    strong augmentation, the student on the mixed images and the pseudo-label
-   loss ``q * CE`` (one q per batch, τ = 0.968, §4.5.7).
+   loss ``q * CE`` (one q per batch, τ = 0.968, §4.5.7). With
+   ``config.ssl.mixed_pose`` (212, §10.17) that forward also runs the pose
+   net on (mixed centre, original neighbour frames): its outputs are unused
+   (no gradient reaches the pose net), but its BatchNorm running statistics
+   take the update the reference gives them.
 
 L = λ_seg·CE + λ_D·L_D(labeled) [+ λ_D·L_D(unlabeled)] + w·q·CE(mixed).
 BatchNorm statistics are threaded through every student forward, as every
 train-mode forward updates them in the reference. The engine
 (``train/step.py``) applies the update, then the EMA teacher update with
 α_t = min(1 − 1/(t+1), 0.99) over all parameters (the teacher never uses
-the pose net, so averaging it is harmless) and, with
-``config.train.ema_batch_stats``, over the BatchNorm statistics.
+the pose net, so averaging it is harmless). The teacher's BatchNorm
+statistics (``state.ema_batch_stats``) follow
+``config.train.teacher_batch_stats``: ``own`` (reference) keeps the running
+statistics of the teacher's own train-mode forward of each step (returned
+as the third element of the loss aux), ``ema`` averages the student's,
+``student`` copies them. Evaluating the teacher uses
+``state.ema_batch_stats`` in every case.
 
 Every random draw (dropout, automask noise, ClassMix classes, CutMix box,
 jitter, blur) comes from ``fold_in(state.rng, step)``, and BatchNorm is
@@ -82,8 +91,8 @@ class SSLTask:
     self.mix = config.mix
     self.loss_cfg = config.loss
     self.offsets = tuple(sorted(config.loss.frame_offsets))
-    seg.check_mix_config(self.mix,
-                         ema_batch_stats=config.train.ema_batch_stats)
+    seg.check_mix_config(
+        self.mix, teacher_batch_stats=config.train.teacher_batch_stats)
     if config.model.seg_head == "none":
       raise ValueError("config.model.seg_head='none' has no segmentation "
                        "head; use pad or transfer for mode=ssl")
@@ -107,6 +116,13 @@ class SSLTask:
     if self.online and not self.has_depth:
       raise ValueError("config.mix.depth_source='online' needs a model with "
                        "depth outputs (seg_head='pad' or model.depth=True)")
+    if self.sc.mixed_pose and not (self.sc.unlabeled and config.model.pose):
+      raise ValueError("config.ssl.mixed_pose runs the pose net in the "
+                       "mixed forward: it needs config.ssl.unlabeled=True "
+                       "and config.model.pose=True")
+    if self.sc.mixed_pose and self.offsets == (0,):
+      raise ValueError("config.ssl.mixed_pose needs neighbour frames in "
+                       "config.loss.frame_offsets")
 
   # -- engine interface ----------------------------------------------------
 
@@ -146,7 +162,9 @@ class SSLTask:
         ``config.ssl.unlabeled``).
 
     Returns:
-      ``(loss, (new_batch_stats, metrics))``.
+      ``(loss, (new_batch_stats, metrics))``, and with a teacher
+      ``(loss, (new_batch_stats, metrics, teacher_batch_stats))``: the
+      teacher's statistics after its forward (unchanged in eval mode).
     """
     del step
     keys = dict(zip(
@@ -169,10 +187,11 @@ class SSLTask:
       if teacher is None:
         raise ValueError("config.ssl.unlabeled needs the EMA teacher in the "
                          "state (config.train.use_ema=True)")
-      l_mix, bs, m, _ = self._unlabeled(params, bs, batch["unlabeled"],
-                                        teacher, keys)
+      l_mix, bs, m, mixed = self._unlabeled(params, bs, batch["unlabeled"],
+                                            teacher, keys)
       metrics.update(m)
       total = total + l_mix
+      return total, (bs, metrics, mixed["teacher_batch_stats"])
     return total, (bs, metrics)
 
   # -- pieces ----------------------------------------------------------------
@@ -217,15 +236,16 @@ class SSLTask:
 
     Returns:
       ``(loss, new_batch_stats, metrics, mixed)`` where ``mixed`` holds the
-      mixing inputs and outputs (for image panels).
+      mixing inputs and outputs (for image panels) and
+      ``teacher_batch_stats``, the teacher's statistics after its forward.
     """
     metrics = {}
     loss = jnp.zeros((), jnp.float32)
     frames = seg.to_float(unl["color_aug"])
     img = (frames[:, self.offsets.index(0)] if frames.shape[1] > 1
            else frames[:, 0])
-    probs = seg.teacher_probs(self.model, teacher, img, keys["teacher"],
-                              self.mix.teacher_mode)
+    probs, teacher_bs = seg.teacher_probs(
+        self.model, teacher, img, keys["teacher"], self.mix.teacher_mode)
     student_disp = None
     if self.online or self.sc.sde_on_unlabeled:
       x, offsets = self._frames(unl, self.sc.sde_on_unlabeled)
@@ -244,14 +264,27 @@ class SSLTask:
         labels=unl["label"] if use_gt else None,
         is_labeled=unl["is_labeled"] if use_gt else None, disp=disp)
     x_mix = seg.strong_augment(self.mix, keys["aug"], mixed["image"])
-    out_m, bs = self._apply(params, bs, x_mix[:, None], (0,),
-                            keys["drop_mix"], pose=False)
+    if self.sc.mixed_pose:
+      # §10.17: (mixed centre, original neighbours); only the pose
+      # encoder's BatchNorm statistics use the pose outputs.
+      if frames.shape[1] != len(self.offsets):
+        raise ValueError(
+            f"config.ssl.mixed_pose needs the unlabeled stream to deliver "
+            f"the frames {self.offsets}, it delivers {frames.shape[1]} "
+            "(set config.data.unlabeled.frame_offsets)")
+      x = frames.at[:, self.offsets.index(0)].set(x_mix)
+      offsets = self.offsets
+    else:
+      x, offsets = x_mix[:, None], (0,)
+    out_m, bs = self._apply(params, bs, x, offsets, keys["drop_mix"],
+                            pose=self.sc.mixed_pose)
     l_u, q = seg.pseudo_label_loss(self.mix, out_m["semantics"],
                                    mixed["conf"], mixed["label"])
     metrics.update(mix_loss=l_u, q=jnp.mean(q),
                    mask_mean=jnp.mean(mixed["mask"]),
                    teacher_conf=jnp.mean(jnp.max(probs, axis=-1)))
-    mixed = dict(mixed, augmented=x_mix, input=img, disp=disp)
+    mixed = dict(mixed, augmented=x_mix, input=img, disp=disp,
+                 teacher_batch_stats=teacher_bs)
     return loss + l_u, bs, metrics, mixed
 
   # -- evaluation / panels ---------------------------------------------------
@@ -275,27 +308,27 @@ class SSLTask:
          "sde_lab", "sde_unl"), jax.random.split(rng, 8)))
     _, _, _, mixed = self._unlabeled(params, batch_stats, unl, teacher,
                                      keys)
+    del mixed["teacher_batch_stats"]
     mixed["partner"] = masks_lib.pair_partner_index(mixed["mask"].shape[0])
     return mixed
 
 
-def teacher_variables(state, config) -> dict[str, Any]:
+def teacher_variables(state) -> dict[str, Any]:
   """Teacher variables for evaluation in inference mode.
 
-  With ``config.train.ema_batch_stats`` the teacher's own averaged
-  statistics; otherwise (reference: parameters only) the student's running
-  statistics, since the teacher's were never updated.
+  ``state.ema_batch_stats`` holds the teacher's running statistics of
+  ``config.train.teacher_batch_stats`` (the engine keeps them: its own,
+  the averaged or the copied student statistics).
   """
-  stats = (state.ema_batch_stats if config.train.ema_batch_stats
-           else state.batch_stats)
-  return {"params": state.ema_params, "batch_stats": stats}
+  return {"params": state.ema_params, "batch_stats": state.ema_batch_stats}
 
 
-def models_to_evaluate(state, config) -> dict[str, Any]:
+def models_to_evaluate(state) -> dict[str, Any]:
+  """``{"student": variables[, "teacher": variables]}`` to evaluate."""
   models = {"student": {"params": state.params,
                         "batch_stats": state.batch_stats}}
   if state.ema_params is not None:
-    models["teacher"] = teacher_variables(state, config)
+    models["teacher"] = teacher_variables(state)
   return models
 
 
@@ -407,7 +440,7 @@ def make_eval_fns(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
 
   def eval_fn(state):
     step = int(jax.device_get(state.step))
-    models = models_to_evaluate(state, config)
+    models = models_to_evaluate(state)
     res = {}
     for proto, ev in evaluators.items():
       scores = ev.evaluate(models, step)
@@ -439,8 +472,7 @@ def make_eval_fns(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
     images = host["color"][:, c][:ec.num_images]
     x = b["color"][:, c].astype(jnp.float32) / 255.0
     preds = {name: np.argmax(jax.device_get(predict(v, x)), -1)[
-        :ec.num_images] for name, v in models_to_evaluate(state,
-                                                          config).items()}
+        :ec.num_images] for name, v in models_to_evaluate(state).items()}
     out = {"predictions": prediction_panels(
         images, host["label"][:ec.num_images], preds)}
     if config.ssl.unlabeled:

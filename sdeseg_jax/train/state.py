@@ -31,7 +31,12 @@ class TrainState(struct.PyTreeNode):
     tx: the optax transformation (static, not saved in checkpoints).
     ema_params: exponential moving average of ``params`` (mean teacher), or
       None when the mode has no teacher.
-    ema_batch_stats: the teacher's BatchNorm statistics, or None.
+    ema_batch_stats: the teacher's BatchNorm running statistics (used when
+      the teacher is evaluated or runs in inference mode), or None. What
+      they track is ``config.train.teacher_batch_stats``: the teacher's own
+      train-mode forwards (``own``, the reference), the EMA of the
+      student's (``ema``) or a copy of the student's (``student``); see
+      ``sdeseg_jax.mixing.teacher`` and ``train/step.py``.
   """
 
   step: jax.Array

@@ -5,6 +5,14 @@ does what all modes share: per-step randomness, gradients, the optimiser
 update, the optional mean-teacher update and a guard against non-finite
 losses.
 
+Mean teacher (``state.ema_params`` is not None): the task receives
+``teacher=(ema_params, ema_batch_stats)``. After the update the teacher's
+parameters become the EMA of the student's, and ``state.ema_batch_stats``
+follows ``config.train.teacher_batch_stats`` (``mixing.teacher``): ``"own"``
+(reference) stores the statistics the teacher's own train-mode forwards
+produced in this step, which the task returns as the third element of its
+aux; ``"ema"`` averages the student's; ``"student"`` copies them.
+
 Sharding: the step is jitted over a 1-D ``("data",)`` mesh with the state
 replicated and the batch split along its leading axis
 (``sdeseg_jax.utils.sharding``). Written as plain per-batch code, XLA inserts
@@ -37,7 +45,11 @@ class Task(Protocol):
 
   ``loss_fn`` is called inside ``jax.jit``/``jax.grad``; it must be pure.
   When the state carries a mean teacher, it is also given
-  ``teacher=(ema_params, ema_batch_stats)`` (never differentiated).
+  ``teacher=(ema_params, ema_batch_stats)`` (never differentiated), and may
+  return ``(loss, (new_batch_stats, metrics, new_teacher_batch_stats))``:
+  the teacher's BatchNorm statistics after its train-mode forwards of the
+  step (its input statistics when it ran in inference mode or not at all).
+  A 2-tuple aux leaves the teacher's statistics to the other sources.
   """
 
   def init(self, rng: jax.Array, batch: Batch) -> tuple[Any, Any]:
@@ -46,7 +58,8 @@ class Task(Protocol):
   def loss_fn(self, params, batch_stats, batch: Batch, rng: jax.Array,
               step: jax.Array, **kwargs
               ) -> tuple[jax.Array, tuple[Any, Metrics]]:
-    """Returns ``(loss, (new_batch_stats, metrics))``; metrics are scalars."""
+    """Returns ``(loss, (new_batch_stats, metrics[, teacher_stats]))``;
+    metrics are scalars."""
 
 
 def train_step(state: TrainState, batch: Batch, *, task: Task,
@@ -58,7 +71,7 @@ def train_step(state: TrainState, batch: Batch, *, task: Task,
     batch: global batch dict (see docs/design.md), leading axis B.
     task: the mode's task object.
     config: the full config; reads ``config.train.ema_decay`` and
-      ``config.train.ema_batch_stats``.
+      ``config.train.teacher_batch_stats``.
 
   Returns:
     ``(new_state, metrics)``. ``metrics`` holds the task's scalars plus
@@ -77,8 +90,13 @@ def train_step(state: TrainState, batch: Batch, *, task: Task,
     return task.loss_fn(params, state.batch_stats, batch, rng, state.step,
                         **kwargs)
 
-  (loss, (new_batch_stats, metrics)), grads = jax.value_and_grad(
+  (loss, aux), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
+  if len(aux) not in (2, 3):
+    raise ValueError("task.loss_fn must return (loss, (batch_stats, metrics"
+                     f"[, teacher_batch_stats])), got an aux of {len(aux)}")
+  new_batch_stats, metrics = aux[:2]
+  teacher_stats = jax.lax.stop_gradient(aux[2]) if len(aux) == 3 else None
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -89,7 +107,8 @@ def train_step(state: TrainState, batch: Batch, *, task: Task,
     ema_params, ema_batch_stats = teacher_lib.update_teacher(
         new.step, state.ema_params, params, state.ema_batch_stats,
         new_batch_stats, max_decay=config.train.ema_decay,
-        average_batch_stats=config.train.ema_batch_stats)
+        batch_stats_source=config.train.teacher_batch_stats,
+        forward_batch_stats=teacher_stats)
     new = new.replace(ema_params=ema_params, ema_batch_stats=ema_batch_stats)
   # Keep the old state on a non-finite update (see Returns).
   new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)

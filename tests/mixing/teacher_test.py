@@ -27,9 +27,10 @@ class EmaDecayTest(absltest.TestCase):
     self.assertEqual(out["b"].dtype, jnp.bfloat16)
     np.testing.assert_allclose(out["b"].astype(jnp.float32), 1.25)
 
-  def test_update_teacher_params_only_by_default(self):
+  def test_update_teacher_batch_stats_sources(self):
     ema_p, p = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
     ema_bs, bs = {"mean": jnp.zeros(2)}, {"mean": jnp.ones(2)}
+    fwd = {"mean": jnp.full((2,), 0.3)}
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -40,15 +41,26 @@ class EmaDecayTest(absltest.TestCase):
       ema_p, ema_bs = step_fn(jnp.int32(step), ema_p, ema_bs)
     # 0 -> 0.5 -> 2/3*0.5 + 1/3 -> 0.75*(2/3) + 0.25 = 0.75.
     np.testing.assert_allclose(ema_p["w"], 0.75, rtol=1e-6)
+    # "own" without a train-mode teacher forward: statistics unchanged.
     np.testing.assert_array_equal(ema_bs["mean"], 0.0)
-    _, avg_bs = teacher.update_teacher(
-        1, {"w": jnp.zeros(2)}, p, {"mean": jnp.zeros(2)}, bs,
-        average_batch_stats=True)
-    np.testing.assert_allclose(avg_bs["mean"], 0.5)
+    zero = {"mean": jnp.zeros(2)}
+    got = {src: teacher.update_teacher(
+        1, {"w": jnp.zeros(2)}, p, zero, bs, batch_stats_source=src,
+        forward_batch_stats=fwd)[1]["mean"]
+           for src in teacher.BATCH_STATS_SOURCES}
+    # own: what the teacher's forward produced; ema: 0.5 * 0 + 0.5 * 1;
+    # student: the student's statistics.
+    np.testing.assert_allclose(got["own"], 0.3)
+    np.testing.assert_allclose(got["ema"], 0.5)
+    np.testing.assert_allclose(got["student"], 1.0)
 
-  def test_average_batch_stats_needs_both(self):
+  def test_bad_batch_stats_source(self):
     with self.assertRaisesRegex(ValueError, "ema_batch_stats"):
-      teacher.update_teacher(1, {}, {}, None, None, average_batch_stats=True)
+      teacher.update_teacher(1, {}, {}, None, None, batch_stats_source="ema")
+    with self.assertRaisesRegex(ValueError,
+                                "teacher_batch_stats='averaged'"):
+      teacher.update_teacher(1, {}, {}, {}, {},
+                             batch_stats_source="averaged")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Tests of the shared segmentation pieces (train/seg.py, eval/evaluator.py)."""
 
-import functools
 import json
 import os
 import tempfile
@@ -164,12 +163,21 @@ class MixTest(absltest.TestCase):
   def test_config_errors_name_the_key(self):
     with self.assertRaisesRegex(ValueError, r"config.mix.mask='depthmx'"):
       seg.check_mix_config(seg.mix_config(mask="depthmx"),
-                           ema_batch_stats=False)
-    with self.assertRaisesRegex(ValueError, "ema_batch_stats=True"):
+                           teacher_batch_stats="own")
+    # An inference-mode teacher never updates its own statistics.
+    with self.assertRaisesRegex(ValueError,
+                                "teacher_mode='eval'.*'ema'.*'student'"):
       seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
-                           ema_batch_stats=False)
-    seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
-                         ema_batch_stats=True)
+                           teacher_batch_stats="own")
+    with self.assertRaisesRegex(ValueError,
+                                "config.train.teacher_batch_stats='avg'"):
+      seg.check_mix_config(seg.mix_config(), teacher_batch_stats="avg")
+    with self.assertRaisesRegex(ValueError, "config.ssda.teacher_mode='x'"):
+      seg.check_teacher_config("x", "own", "config.ssda.teacher_mode")
+    for stats in ("ema", "student"):
+      seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
+                           teacher_batch_stats=stats)
+    seg.check_mix_config(seg.mix_config(), teacher_batch_stats="own")
 
 
 class TeacherTest(absltest.TestCase):
@@ -181,7 +189,7 @@ class TeacherTest(absltest.TestCase):
     v = _init(model, images[:, None])
     teacher = (v["params"], v["batch_stats"])
     k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
-    modes = {m: functools.partial(seg.teacher_probs, model, mode=m)
+    modes = {m: (lambda *a, m=m: seg.teacher_probs(model, *a, mode=m)[0])
              for m in ("train", "eval")}
     ev = modes["eval"](teacher, images, k1)
     ev2 = modes["eval"](teacher, images, k2)
@@ -203,6 +211,39 @@ class TeacherTest(absltest.TestCase):
     self.assertGreater(float(jnp.max(jnp.abs(tr_half[0] - tr[0]))), 1e-5)
     with self.assertRaisesRegex(ValueError, "teacher mode"):
       seg.teacher_probs(model, teacher, images, k1, "inference")
+
+  def test_train_mode_updates_the_teachers_own_statistics(self):
+    model = _model(seg_head="transfer", depth=False, use_pose=False)
+    rng = np.random.default_rng(6)
+    images = jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32)
+    v = _init(model, images[:, None])
+    teacher = (v["params"], v["batch_stats"])
+    _, new = seg.teacher_probs(model, teacher, images,
+                               jax.random.PRNGKey(0), "train")
+    # One BatchNorm update by hand, stem conv -> bn1: running = 0.9 *
+    # running + 0.1 * batch, with the unbiased variance (torch).
+    x = (images - 0.45) / 0.225
+    y = jax.lax.conv_general_dilated(
+        x, v["params"]["encoder"]["conv1"]["kernel"], (2, 2),
+        ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = np.asarray(y, np.float64).reshape(-1, y.shape[-1])
+    old = v["batch_stats"]["encoder"]["bn1"]
+    bn1 = new["encoder"]["bn1"]
+    np.testing.assert_allclose(bn1["mean"],
+                               0.9 * old["mean"] + 0.1 * y.mean(0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn1["var"],
+                               0.9 * old["var"] + 0.1 * y.var(0, ddof=1),
+                               rtol=1e-4, atol=1e-5)
+    # Every BatchNorm of the forward moved (same tree as the input).
+    self.assertEqual(jax.tree.structure(new),
+                     jax.tree.structure(v["batch_stats"]))
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(v["batch_stats"])):
+      self.assertFalse(np.allclose(a, b))
+    # Inference mode leaves them as they were.
+    _, same = seg.teacher_probs(model, teacher, images,
+                                jax.random.PRNGKey(0), "eval")
+    jax.tree.map(np.testing.assert_array_equal, same, v["batch_stats"])
 
 
 class InitFromSDETest(absltest.TestCase):

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 from configs import ssl_minicity  # noqa: E402
 from sdeseg_jax.data import minicity  # noqa: E402
 from sdeseg_jax.train import checkpoint as ckpt_lib  # noqa: E402
+from sdeseg_jax.train import seg  # noqa: E402
 from sdeseg_jax.train import ssl  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
 from sdeseg_jax.train import trainer  # noqa: E402
@@ -153,8 +154,10 @@ class SSLStepTest(absltest.TestCase):
       np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-5)
     self.assertGreater(float(m1[0]["mix_loss"]), 0.0)
     self.assertLess(float(m1[0]["mask_mean"]), 1.0)
-    for x, y in zip(_host((s1.params, s1.ema_params, s1.batch_stats)),
-                    _host((s4.params, s4.ema_params, s4.batch_stats))):
+    for x, y in zip(_host((s1.params, s1.ema_params, s1.batch_stats,
+                           s1.ema_batch_stats)),
+                    _host((s4.params, s4.ema_params, s4.batch_stats,
+                           s4.ema_batch_stats))):
       np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-6)
     # The teacher moved, but stayed apart from the student.
     p, e = _host(s1.params), _host(s1.ema_params)
@@ -185,10 +188,143 @@ class SSLStepTest(absltest.TestCase):
     ckpt.close()
     self.assertEqual(int(restored.step), 2)
     resumed = run(restored, fresh_its, 2)
-    for name in ("params", "ema_params", "batch_stats", "opt_state", "step"):
+    for name in ("params", "ema_params", "batch_stats", "ema_batch_stats",
+                 "opt_state", "step"):
       for x, y in zip(_host(getattr(full, name)),
                       _host(getattr(resumed, name))):
         np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+class TeacherStatisticsTest(absltest.TestCase):
+  """``config.train.teacher_batch_stats='own'`` (the reference, default)."""
+
+  def test_teacher_keeps_the_statistics_of_its_own_forward(self):
+    task, config, mesh, create, jstep, _ = _step_for(1)
+    self.assertEqual(config.train.teacher_batch_stats, "own")
+    self.assertEqual(config.mix.teacher_mode, "train")
+    state = create()
+    before = jax.device_get((state.ema_params, state.ema_batch_stats))
+    b = _host_batches(1)[0]
+    state, _ = jstep(state, sharding.host_to_global(b, mesh))
+    after = jax.device_get(state)
+    # The teacher's forward on the unmixed unlabeled centre frames, from
+    # its pre-step parameters and statistics. The encoder's statistics do
+    # not depend on the dropout draw (dropout comes later, in the ASPP).
+    img = b["unlabeled"]["color_aug"][:, 0].astype(np.float32) / 255.0
+    _, want = jax.jit(seg.teacher_probs, static_argnums=(0, 4))(
+        task.model, before, img, jax.random.PRNGKey(0), "train")
+    want = jax.device_get(want)
+    got_enc = _host(after.ema_batch_stats["encoder"])
+    for x, y in zip(got_enc, _host(want["encoder"])):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    # Not the student's statistics, not their average, not the old ones.
+    ema = jax.tree.map(lambda e, s: 0.5 * e + 0.5 * s, before[1]["encoder"],
+                       after.batch_stats["encoder"])
+    for other in (after.batch_stats["encoder"], ema, before[1]["encoder"]):
+      diff = max(float(np.max(np.abs(x - y)))
+                 for x, y in zip(got_enc, _host(other)))
+      self.assertGreater(diff, 1e-4)
+    # Every teacher statistic moved (decoders too: ASPP, head).
+    for x, y in zip(_host(after.ema_batch_stats), _host(before[1])):
+      self.assertFalse(np.array_equal(x, y))
+    # Evaluating the teacher uses them.
+    models = ssl.models_to_evaluate(after)
+    self.assertIs(models["teacher"]["batch_stats"], after.ema_batch_stats)
+    self.assertIs(models["student"]["batch_stats"], after.batch_stats)
+
+
+def _mtl_config(**ssl_overrides):
+  """The 212 row with the SDE loss off, so that the mixed forward is the
+  only one that can run the pose net. Smaller than 212 where it does not
+  matter here, to keep the compile short: the transfer head without a depth
+  decoder, mask = 1, no strong augmentation."""
+  config = ssl_minicity.get_config("row=mtl_depthmix,runlocal")
+  config.ssl.update(sde_weight=0.0, sde_on_unlabeled=False, **ssl_overrides)
+  config.model.update(seg_head="transfer", depth=False)
+  config.mix.update(mask="none", augment="none")
+  return config
+
+
+def _mtl_batch():
+  rng = np.random.default_rng(3)
+  b, h, w = 2, 32, 32
+  img = lambda: rng.integers(0, 256, (b, 3, h, w, 3), dtype=np.uint8)
+  lbl = lambda: rng.integers(0, 19, (b, h, w)).astype(np.int32)
+  return {"labeled": {"color_aug": img(), "label": lbl()},
+          "unlabeled": {"color_aug": img(), "label": lbl(),
+                        "is_labeled": np.array([True, False])}}
+
+
+def _mtl_init(model, batch):
+  """Variables of the 212 net (compiled once: eager init is slow)."""
+  if "mtl_init" not in _CACHE:
+    x = batch["labeled"]["color_aug"] / 255.0
+    init = jax.jit(lambda r: model.init({"params": r}, x, (-1, 0, 1),
+                                        train=False))
+    _CACHE["mtl_init"] = jax.device_get(init(jax.random.PRNGKey(0)))
+  return _CACHE["mtl_init"]
+
+
+class MixedPoseTest(absltest.TestCase):
+  """§10.17: the mixed forward also runs the pose net (config.ssl.
+  mixed_pose); only the pose encoder's BatchNorm statistics change."""
+
+  def test_pose_statistics_move_only_with_mixed_pose(self):
+    self.assertTrue(ssl_minicity.get_config(
+        "row=mtl_depthmix").ssl.mixed_pose)
+    self.assertFalse(ssl_minicity.get_config("row=depthmix").ssl.mixed_pose)
+    batch = _mtl_batch()
+    results = {}
+    for on in (False, True):
+      task = ssl.SSLTask(_mtl_config(mixed_pose=on))
+      v = _mtl_init(task.model, batch)
+      teacher = (v["params"], v["batch_stats"])
+      loss, aux = jax.jit(task.loss_fn)(
+          v["params"], v["batch_stats"], batch, jax.random.PRNGKey(1),
+          0, teacher=teacher)
+      results[on] = jax.device_get((loss, aux, v["batch_stats"]))
+    (l_off, aux_off, init), (l_on, aux_on, _) = results[False], results[True]
+    pose = lambda t: _host(t["pose"])
+    for x, y in zip(pose(aux_off[0]), pose(init)):
+      np.testing.assert_array_equal(x, y)
+    for x, y in zip(pose(aux_on[0]), pose(init)):
+      self.assertFalse(np.allclose(x, y))
+    # One pose forward per pair on (mixed centre, unlabeled neighbours):
+    # with mask = 1 and no augmentation the mixed centre is the unlabeled
+    # one, so a train-mode forward on the unlabeled frames gives the same
+    # pose statistics (labeled neighbours, say, would not).
+    fwd = jax.jit(lambda v, x: task.model.apply(
+        v, x, (-1, 0, 1), train=True, rngs={"dropout": jax.random.PRNGKey(2)},
+        mutable=["batch_stats"])[1]["batch_stats"])
+    v = _mtl_init(task.model, batch)
+    want = fwd(v, batch["unlabeled"]["color_aug"] / 255.0)
+    # Separately compiled programs: about 1e-6 apart.
+    for x, y in zip(pose(aux_on[0]), pose(want)):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    wrong = fwd(v, batch["labeled"]["color_aug"] / 255.0)
+    self.assertGreater(max(float(np.max(np.abs(x - y))) for x, y in zip(
+        pose(aux_on[0]), pose(wrong))), 1e-3)
+    # Nothing else changes: outputs unused, the rest of the net identical
+    # (up to float rounding: the two programs are compiled separately).
+    np.testing.assert_allclose(l_off, l_on, rtol=1e-6)
+    for k in set(init) - {"pose"}:
+      for x, y in zip(_host(aux_off[0][k]), _host(aux_on[0][k])):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7, err_msg=k)
+    # The teacher's own statistics came back updated (train mode).
+    self.assertFalse(all(np.array_equal(x, y) for x, y in zip(
+        _host(aux_off[2]["encoder"]), _host(init["encoder"]))))
+
+  def test_config_errors(self):
+    config = ssl_minicity.get_config("row=depthmix,runlocal")
+    config.ssl.mixed_pose = True  # a net without a pose net
+    with self.assertRaisesRegex(ValueError, "mixed_pose.*model.pose=True"):
+      ssl.SSLTask(config)
+    config = _mtl_config()
+    config.mix.teacher_mode = "eval"
+    with self.assertRaisesRegex(ValueError, "teacher_batch_stats='own'"):
+      ssl.SSLTask(config)
+    config.train.teacher_batch_stats = "student"
+    ssl.SSLTask(config)
 
 
 class SSLRunTest(absltest.TestCase):
