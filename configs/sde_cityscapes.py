@@ -21,11 +21,63 @@ colour augmentation, every sequence frame with both neighbours:
 (``master_k``; REFERENCE_SPEC 1.6) that produced the released checkpoints.
 The reference trains stage 2 with AMP; this port stays fp32 unless
 ``dtype=bfloat16``.
+
+Pseudo depth (``mode=export_depth``, REFERENCE_SPEC 5.5) is exported over
+the annotated images (stream ``config.data.seg``: ``leftImg8bit/``, frame
+offset 0, 1024x512, no crop/flip/augmentation, train and val). By default
+it is the reference's v1 format, min-max normalised u8, which the SSL
+configs read (``pseudo_depth=``) and SSDA with ``depth_scale=reference``.
+``export=paper|reference`` switches to ``mode=export_depth`` in the format
+of that SSDA depth scale (``configs/ssda_gta.py:PSEUDO_DEPTH``; ``paper``:
+raw sigmoid disparity, u16). Use the training run's own arguments (stage,
+fd) so that the model matches its checkpoint::
+
+  python -m sdeseg_jax.main --workdir=/data/sde_cityscapes \
+      --config=configs/sde_cityscapes.py:stage=2,export=paper,\
+path=/data/cityscapes --config.export.out_dir=/data/pseudo_depth/cityscapes
 """
 
 from configs import common
+from configs import ssda_gta
 
-VARIANTS = ("stage=0", "stage=1", "stage=2", "stage=2,fd=0", "runlocal")
+VARIANTS = ("stage=0", "stage=1", "stage=2", "stage=2,fd=0", "runlocal",
+            "export=paper", "export=reference")
+
+
+def parse_export(arg: str | None) -> None:
+  """Fails clearly on a bare ``export`` (it needs the SSDA depth scale)."""
+  for part in (arg or "").split(","):
+    if part == "export":
+      raise ValueError(
+          "config argument 'export' needs a value: export=paper or "
+          "export=reference (the config.ssda.depth_scale of the SSDA run "
+          "that reads the pseudo depth)")
+
+
+def export_for_ssda(config, stream: str, domain: str, export: str,
+                    default: str) -> None:
+  """Sets ``config.export`` to the pseudo-depth format SSDA reads.
+
+  Args:
+    config: an SDE config with ``export`` and ``data`` sections.
+    stream: key of the ``config.data`` stream to export.
+    domain: ``target`` (Cityscapes) or ``source`` (GTA5 / Synthia).
+    export: the ``export=`` argument: an SSDA depth scale (then ``config.
+      mode`` becomes ``export_depth``), or "" (training config).
+    default: depth scale whose format applies when ``export`` is "".
+  """
+  if export and export not in ssda_gta.PSEUDO_DEPTH:
+    raise ValueError(
+        f"export={export!r}; choose the SSDA depth scale the pseudo depth "
+        f"is for: {sorted(ssda_gta.PSEUDO_DEPTH)}")
+  encoding, normalize = ssda_gta.pseudo_depth_format(export or default,
+                                                     domain)
+  config.export.stream = stream
+  config.export.encoding = encoding
+  config.export.normalize = normalize
+  config.export.splits = ("train", "val")
+  if export:
+    config.mode = "export_depth"
 
 
 def sde_sections(config, *, train_stream, val_stream, frame_offsets):
@@ -57,9 +109,10 @@ def sde_sections(config, *, train_stream, val_stream, frame_offsets):
 
 
 def get_config(arg=None):
+  parse_export(arg)
   a = common.parse_arg(arg, stage=2, fd=True, runlocal=False, path="",
                        init="", imnet="", pose_imnet="", master_k=True,
-                       dtype="float32")
+                       dtype="float32", export="")
   if a.stage not in (0, 1, 2):
     raise ValueError(f"stage={a.stage}; choose 0, 1 or 2")
   config = common.mlc.ConfigDict()
@@ -78,6 +131,10 @@ def get_config(arg=None):
       intrinsics_mode=intr, with_depth=True)
   sde_sections(config, train_stream=train_stream, val_stream=val_stream,
                frame_offsets=offsets)
+  # The annotated images (what SSL and SSDA read pseudo depth for).
+  config.data.seg = ssda_gta.cityscapes_stream(path=a.path, crop_size=(),
+                                               flip_prob=0.0)
+  export_for_ssda(config, "seg", "target", a.export, default="reference")
   fd = a.stage == 2 and a.fd
   config.model = common.model_config(
       "sde", imnet_encoder=fd, encoder_init=a.imnet,

@@ -3,6 +3,20 @@ r"""Source-domain SDE on GTA sequences (ssda exp 310, REFERENCE_SPEC 5.5).
   python -m sdeseg_jax.main --config=configs/sde_gta.py:path=/data/gta5,\
 imnet=/w/resnet101.npz,pose_imnet=/w/resnet18_x2.npz --workdir=/runs/sde_gta
 
+Then the pseudo depth SSDA reads (``configs/ssda_gta.py``): the
+``export=<depth_scale>`` variant runs ``mode=export_depth`` over the GTA5
+*segmentation* images (``images/``, stream ``config.data.seg`` =
+``ssda_gta.source_stream``: frame offset 0, 1024x512, no crop, flip or
+colour augmentation, train and val splits), raw sigmoid disparity as u16
+(both depth scales use the raw source disparity, REFERENCE_SPEC 5.5)::
+
+  python -m sdeseg_jax.main --config=configs/sde_gta.py:export=paper,\
+path=/data/gta5 --workdir=/runs/sde_gta \
+      --config.export.out_dir=/data/pseudo_depth/gta5
+
+``/data`` is the SSDA run's ``data_root``; the files land where its source
+stream looks (``<data_root>/pseudo_depth/gta5/images/<name>.png``).
+
 ResNet-101 **OS32** + dec11 + R18 pose net (ImageNet), Adam 1e-4 with
 ``backbone_lr`` 1e-5 and ``pose_lr`` 1e-4, x0.1 MultiStep at 160k, 350k its,
 batch 4, 512x512 crops of the 1024x512 frames, colour augmentation, every
@@ -15,16 +29,18 @@ it the crop (optional in the task description).
 
 from configs import common
 from configs import sde_cityscapes
+from configs import ssda_gta
 
-VARIANTS = ("runlocal",)
+VARIANTS = ("runlocal", "export=paper", "export=reference")
 
 LAYOUT = "gta5"
 INTRINSICS = (1.206285, 2.144507, 0.5, 0.5)
 
 
 def source_sde_config(arg, layout, intrinsics, name):
+  sde_cityscapes.parse_export(arg)
   a = common.parse_arg(arg, runlocal=False, path="", imnet="",
-                       pose_imnet="", dtype="float32")
+                       pose_imnet="", dtype="float32", export="")
   config = common.mlc.ConfigDict()
   config.mode = "sde"
   config.seed = 0
@@ -39,6 +55,12 @@ def source_sde_config(arg, layout, intrinsics, name):
       intrinsics=intrinsics, intrinsics_mode="ssda")
   sde_cityscapes.sde_sections(config, train_stream=train_stream,
                               val_stream=val_stream, frame_offsets=offsets)
+  # The segmentation images SSDA trains on; mode=export_depth writes their
+  # pseudo depth in the source format of every SSDA depth scale.
+  config.data.seg = ssda_gta.source_stream(layout, path=a.path,
+                                           crop_size=(), flip_prob=0.0)
+  sde_cityscapes.export_for_ssda(config, "seg", "source", a.export,
+                                 default="paper")
   config.eval.split = ""  # no depth ground truth for the source datasets
   config.model = common.model_config(
       "sde_source", encoder_init=a.imnet, pose_encoder_init=a.pose_imnet,

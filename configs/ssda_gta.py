@@ -13,8 +13,9 @@ Matching Geometry Sampling)::
   cityscapes/            leftImg8bit(_small)/, gtFine/, leftImg8bit_sequence/,
                          camera/  (Cityscapes layout)
   gta5/                  images(_small)/, labels/  (GTA5 layout)
-  pseudo_depth/cityscapes/  mode=export_depth of the Cityscapes SDE
-  pseudo_depth/gta5/        mode=export_depth of the GTA SDE (sde_gta.py)
+  pseudo_depth/cityscapes/  sde_cityscapes.py:export=<depth_scale> output
+  pseudo_depth/gta5/        sde_gta.py:export=<depth_scale> output (the
+                            GTA5 ``images/``, not the sequence frames)
   sde_cityscapes/        the Cityscapes SDE workdir (init of the PAD net;
                          ``init.checkpoint="auto"``, or ``sde=DIR``)
 
@@ -31,17 +32,88 @@ Arguments (``--config=configs/ssda_gta.py:row=dacs,n=200``):
 * ``depth_scale``: ``paper`` (both domains' raw SDE disparities, G on
   ``log(1 + 1/D)``) or ``reference`` (code parity: 8-bit min-max normalised
   target, raw 16-bit source, compared as given). The pseudo-depth folders
-  must match: ``paper`` = both exported with ``--config.export.normalize=
-  False`` (u16); ``reference`` = Cityscapes with ``normalize=True,
-  encoding=u8``, source with ``normalize=False`` (u16), REFERENCE_SPEC 5.5.
-  The source PNGs must cover the *segmentation* images (``images/``), i.e.
-  export with a gta5/synthia stream of frame offsets ``(0,)``.
+  must match (``PSEUDO_DEPTH``; REFERENCE_SPEC 5.5): ``paper`` = both raw
+  sigmoid disparities as u16; ``reference`` = Cityscapes min-max
+  normalised u8, source raw u16. The ``export=<depth_scale>`` variant of
+  each SDE config writes exactly that, for the *segmentation* images this
+  config reads (GTA5 ``images/``, Synthia ``RGB/``, Cityscapes
+  ``leftImg8bit/``) at 1024x512.
 * ``fs_miou``: the fully-supervised baseline's mIoU (percent) for the
   "relative" column of Tables 15/16.
 * ``runlocal``: a few steps at a small size.
+
+Command sequence (``docs/reproduce.md``; ``S`` = ``paper`` or
+``reference``, the same for every step)::
+
+  # 1. SDEs (Cityscapes stages 0-2 and the source SDE; see their configs).
+  python -m sdeseg_jax.main --workdir=/data/sde_cityscapes \
+      --config=configs/sde_cityscapes.py:stage=2,path=/data/cityscapes,...
+  python -m sdeseg_jax.main --workdir=/runs/sde_gta \
+      --config=configs/sde_gta.py:path=/data/gta5,imnet=...,pose_imnet=...
+  # 2. Their pseudo depth, into the folders this config reads.
+  python -m sdeseg_jax.main --workdir=/data/sde_cityscapes \
+      --config=configs/sde_cityscapes.py:stage=2,export=S,\
+path=/data/cityscapes --config.export.out_dir=/data/pseudo_depth/cityscapes
+  python -m sdeseg_jax.main --workdir=/runs/sde_gta \
+      --config=configs/sde_gta.py:export=S,path=/data/gta5 \
+      --config.export.out_dir=/data/pseudo_depth/gta5
+  # 3. SSDA.
+  python -m sdeseg_jax.main --config=configs/ssda_gta.py:depth_scale=S \
+      --config.data_root=/data --workdir=/runs/ssda_gta
 """
 
 from configs import common
+
+# The size every SSDA image is resized to (H, W), the training crop and the
+# Cityscapes full resolution (W, H). Pseudo depth must be exported at
+# IMAGE_SIZE: the pipeline checks it against the resized image.
+IMAGE_SIZE = (512, 1024)
+CROP_SIZE = (512, 512)
+CITYSCAPES_FULL_RES = (2048, 1024)
+
+# depth_scale -> {domain: (encoding, normalize)} of the pseudo-depth files
+# SSDA reads (REFERENCE_SPEC 5.4, 5.5). The SDE configs' ``export=`` variants
+# write these; the SSDA streams read them with the same encoding.
+PSEUDO_DEPTH = {
+    "paper": {"target": ("u16", False), "source": ("u16", False)},
+    "reference": {"target": ("u8", True), "source": ("u16", False)},
+}
+
+
+def pseudo_depth_format(depth_scale: str, domain: str) -> tuple[str, bool]:
+  """``(encoding, normalize)`` of a domain's pseudo depth for a depth scale.
+
+  Args:
+    depth_scale: ``paper`` or ``reference`` (``config.ssda.depth_scale``).
+    domain: ``target`` (Cityscapes) or ``source`` (GTA5 / Synthia).
+  """
+  if depth_scale not in PSEUDO_DEPTH:
+    raise ValueError(f"depth_scale={depth_scale!r}; choose one of "
+                     f"{sorted(PSEUDO_DEPTH)}")
+  return PSEUDO_DEPTH[depth_scale][domain]
+
+
+def source_stream(layout: str, **overrides) -> common.mlc.ConfigDict:
+  """The source stream of SSDA (``<layout>_seg``: images + labels).
+
+  ``configs/sde_gta.py`` / ``sde_synthia.py`` export their pseudo depth over
+  this same stream (no crop), so both prepare the same tfds data and the
+  files match the images SSDA reads.
+  """
+  kw = dict(image_size=IMAGE_SIZE, crop_size=CROP_SIZE,
+            pseudo_depth_encoding=pseudo_depth_format("paper", "source")[0])
+  kw.update(overrides)
+  return common.stream_config(f"{layout}_seg", layout, **kw)
+
+
+def cityscapes_stream(name: str = "cityscapes_seg",
+                      **overrides) -> common.mlc.ConfigDict:
+  """A Cityscapes stream of SSDA (target, union, val; export of the SDE)."""
+  kw = dict(image_size=IMAGE_SIZE, crop_size=CROP_SIZE,
+            full_res=CITYSCAPES_FULL_RES, intrinsics_mode="ssda")
+  kw.update(overrides)
+  return common.stream_config(name, "cityscapes", **kw)
+
 
 # Paper rows -> components. ``mtl`` = PAD multi-task net with L_D, SDE init.
 ROWS = {
@@ -87,7 +159,8 @@ def ssda_method(row: str, **overrides) -> common.mlc.ConfigDict:
   c.margin_random_flip = True     # CDM: sign flipped with p 0.5 per pair
   c.tau = 0.968                   # pseudo-label confidence threshold
   c.augment = "kornia04"          # strong augmentation of mixed images
-  c.teacher_mode = "train"        # train (reference) | eval
+  # train (reference) | eval (needs train.teacher_batch_stats ema|student)
+  c.teacher_mode = "train"
   c.batch_target = 2              # labeled target images per step
   c.batch_source = 2              # source images (pairs) per step
   c.batch_unlabeled = 2           # target union images per step
@@ -158,29 +231,24 @@ def real_config(arg, *, source_layout: str, source_folder: str,
   if r is None:
     raise ValueError(f"unknown row {a.row!r}; choose one of {sorted(ROWS)}")
   mtl = r["mtl"]
-  paper = a.depth_scale == "paper"
+  target_encoding, _ = pseudo_depth_format(a.depth_scale, "target")
+  source_encoding, _ = pseudo_depth_format(a.depth_scale, "source")
   subset = dict(mode="fixed", file=a.labels) if a.labels else dict(
       mode="random", n=a.n, seed=42)
-  full_res = (2048, 1024)
   offsets = (-1, 0, 1) if mtl else (0,)
 
   def cs(name, **kw):
-    s = common.stream_config(name, "cityscapes", image_size=(512, 1024),
-                             crop_size=(512, 512), full_res=full_res,
-                             intrinsics_mode="ssda", **kw)
+    s = cityscapes_stream(name, **kw)
     s.subset.update(subset)
     return s
 
   target = cs("cityscapes_ssda" if mtl else "cityscapes_seg",
               frame_offsets=offsets)
   unlabeled = cs("cityscapes_seg", load_unlabeled=True,
-                 pseudo_depth_encoding="u16" if paper else "u8")
-  val = common.stream_config("cityscapes_seg", "cityscapes",
-                             image_size=(512, 1024), crop_size=(),
-                             full_res=full_res)
-  source = common.stream_config(
-      f"{source_layout}_seg", source_layout, image_size=(512, 1024),
-      crop_size=(512, 512), pseudo_depth_encoding="u16")
+                 pseudo_depth_encoding=target_encoding)
+  val = cityscapes_stream(crop_size=())
+  source = source_stream(source_layout,
+                         pseudo_depth_encoding=source_encoding)
   folders = dict(target="cityscapes", unlabeled="cityscapes",
                  val="cityscapes", source=source_folder,
                  source_depth=f"pseudo_depth/{source_folder}",

@@ -11,6 +11,16 @@ Table 16 is computed on the 16-class mIoU.
 
   python -m sdeseg_jax.main --config=configs/ssda_synthia.py:row=cdm_tdm \
       --config.data_root=/data --workdir=/runs/ssda_synthia
+
+Before it, the pseudo depth of both domains for the run's depth scale
+``S`` (``paper`` by default; ``docs/reproduce.md``, SSDA section)::
+
+  python -m sdeseg_jax.main --workdir=/data/sde_cityscapes \
+      --config=configs/sde_cityscapes.py:stage=2,export=S,\
+path=/data/cityscapes --config.export.out_dir=/data/pseudo_depth/cityscapes
+  python -m sdeseg_jax.main --workdir=/runs/sde_synthia \
+      --config=configs/sde_synthia.py:export=S,path=/data/synthia \
+      --config.export.out_dir=/data/pseudo_depth/synthia
 """
 
 from configs import ssda_gta

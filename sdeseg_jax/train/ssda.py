@@ -40,11 +40,17 @@ target values are the exported min-max normalised maps and source values
 raw sigmoid outputs, compared as given (§5.4 [PAPER≠CODE]).
 
 The teacher is the EMA of the student (``config.train.use_ema``), run in
-train mode (batch statistics, ASPP dropout) as in the reference (§4.4); one
-teacher forward on the union batch serves both mixes (the reference runs
-one per mix; in train mode they differ only by the dropout draw). Evaluation
-reports the student (as the reference) and the teacher, both in eval mode
-with the student's running statistics (the teacher's are never averaged).
+train mode (batch statistics, ASPP dropout) as in the reference (§4.4), one
+forward on the union batch per mix (CDM, then TDM, each with its own dropout
+draw), as the reference. The teacher's BatchNorm statistics
+(``state.ema_batch_stats``) follow ``config.train.teacher_batch_stats``:
+``own`` (reference) threads them through those forwards, so they take one
+momentum update per mix, and the loss returns them as the third element of
+its aux for the engine to store; ``ema`` / ``student`` derive them from the
+student's (``mixing.teacher``). With ``config.ssda.teacher_mode="eval"``
+the teacher's forwards leave them unchanged. Evaluation reports the student
+(as the reference) with its running statistics and the teacher with
+``state.ema_batch_stats``, both in eval mode.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ from sdeseg_jax.models import joint
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.train import sde
 from sdeseg_jax.train import seg
+from sdeseg_jax.train import export
 from sdeseg_jax.train import trainer
 from sdeseg_jax.utils import sharding as sharding_lib
 
@@ -103,9 +110,6 @@ def check_method(sc: mlc.ConfigDict) -> None:
                      "(config.ssda.source=True)")
   if sc.mgs and not sc.source:
     raise ValueError("config.ssda.mgs needs config.ssda.source=True")
-  if sc.teacher_mode not in seg.TEACHER_MODES:
-    raise ValueError(f"config.ssda.teacher_mode={sc.teacher_mode!r}; "
-                     f"choose one of {seg.TEACHER_MODES}")
   if sc.mgs and sc.num_candidates < 1:
     raise ValueError("config.ssda.num_candidates must be >= 1, got "
                      f"{sc.num_candidates}")
@@ -175,6 +179,9 @@ class SSDATask:
     self.config = config
     self.sc = config.ssda
     check_method(self.sc)
+    seg.check_teacher_config(self.sc.teacher_mode,
+                             config.train.teacher_batch_stats,
+                             "config.ssda.teacher_mode")
     self.model = joint.from_config(config.model)
     self.centre = {r: centre_index(config.data[r])
                    for r in ("target", "source", "unlabeled", "val")
@@ -263,7 +270,9 @@ class SSDATask:
       teacher: ``(ema_params, ema_batch_stats)`` when a mix is on.
 
     Returns:
-      ``(loss, (new_batch_stats, metrics))``.
+      ``(loss, (new_batch_stats, metrics))``; with a mix
+      ``(loss, (new_batch_stats, metrics, teacher_batch_stats))``, the
+      teacher's statistics after its forwards (one per mix).
     """
     del step
     sc = self.sc
@@ -311,11 +320,12 @@ class SSDATask:
         raise ValueError("config.ssda mixing needs the mean teacher: set "
                          "config.train.use_ema=True")
       x_u = _centre(unl["color"], self.centre["unlabeled"])
-      probs = seg.teacher_probs(self.model, teacher, x_u, k_teach,
-                                sc.teacher_mode)
+      t_params, t_bs = teacher
 
     # 3. Cross-domain mix (source -> union target).
     if sc.cdm != "none":
+      probs, t_bs = seg.teacher_probs(self.model, (t_params, t_bs), x_u,
+                                      k_teach, sc.teacher_mode)
       conf_t, y_t = pseudo_label.target_pseudo_labels(
           probs, unl["label"], unl["is_labeled"])
       mask = cross_domain_mask(sc, k_cdm_mask, src, unl,
@@ -334,6 +344,11 @@ class SSDATask:
 
     # 4. Target-domain DepthMix inside the union batch.
     if sc.tdm:
+      # The reference's second teacher forward: another dropout draw and
+      # another update of the teacher's running statistics.
+      probs, t_bs = seg.teacher_probs(
+          self.model, (t_params, t_bs), x_u,
+          jax.random.fold_in(k_teach, 1), sc.teacher_mode)
       partner = masks_lib.pair_partner_index(x_u.shape[0])
       d_u = _mask_disp(unl["pseudo_depth"], sc.depth_scale)
       mask = masks_lib.depth_mix_mask(d_u, partner, sc.margin)
@@ -347,6 +362,8 @@ class SSDATask:
       l_tdm = cross_entropy(out_m["semantics"], y, pixel_weights=q)
       metrics.update(tdm_loss=l_tdm, tdm_q=jnp.mean(q))
       loss = loss + sc.tdm_weight * l_tdm
+    if sc.cdm != "none" or sc.tdm:
+      return loss, (bs, metrics, t_bs)
     return loss, (bs, metrics)
 
   def predict(self, params, batch_stats, color):
@@ -425,7 +442,11 @@ def resolve_streams(config: mlc.ConfigDict) -> dict[str, Any]:
                                         config.folders[role + "_depth"])
     check_folder(s, role)
     if s.pseudo_depth_dir:
-      check_folder(s, role, "pseudo_depth")
+      # Every image has its file, in the format this run reads; the error
+      # names the missing file and the export command that writes it.
+      export.check_pseudo_depth(
+          s, role=role, depth_scale=sc.depth_scale,
+          normalize=sc.depth_scale == "reference" and role == "unlabeled")
     out[role] = s
   return out
 
@@ -471,12 +492,12 @@ class Evaluator:
     self.stream, self.data_dir, self.workdir = stream, data_dir, workdir
     c = config.model.num_classes
 
-    def update(conf_s, conf_t, params, ema_params, batch_stats, batch):
+    def update(conf_s, conf_t, student, teacher, batch):
       lbl = batch["label"]
       conf_s = seg_eval.update_from_logits(
-          conf_s, task.predict(params, batch_stats, batch["color"]), lbl)
+          conf_s, task.predict(*student, batch["color"]), lbl)
       conf_t = seg_eval.update_from_logits(
-          conf_t, task.predict(ema_params, batch_stats, batch["color"]), lbl)
+          conf_t, task.predict(*teacher, batch["color"]), lbl)
       return conf_s, conf_t
 
     repl = sharding_lib.replicated(mesh)
@@ -499,11 +520,14 @@ class Evaluator:
   def confusions(self, state):
     conf_s = conf_t = jax.device_put(self._zero,
                                      sharding_lib.replicated(self.mesh))
-    ema = state.ema_params if state.ema_params is not None else state.params
+    student = (state.params, state.batch_stats)
+    # The teacher with its own statistics (``config.train.
+    # teacher_batch_stats``); without one, the student again.
+    teacher = (student if state.ema_params is None else
+               (state.ema_params, state.ema_batch_stats))
     for b in self.batches():
       b = {"color": b["color"], "label": b["label"]}
-      conf_s, conf_t = self._update(conf_s, conf_t, state.params, ema,
-                                    state.batch_stats, b)
+      conf_s, conf_t = self._update(conf_s, conf_t, student, teacher, b)
     return np.asarray(jax.device_get(conf_s)), np.asarray(
         jax.device_get(conf_t))
 

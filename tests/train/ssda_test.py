@@ -17,7 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 from configs import ssda_gta  # noqa: E402
 from configs import ssda_minicity  # noqa: E402
 from configs import ssda_synthia  # noqa: E402
+from sdeseg_jax.data import readers  # noqa: E402
 from sdeseg_jax.data import streams  # noqa: E402
+from sdeseg_jax.eval import segmentation as seg_eval  # noqa: E402
 from sdeseg_jax.train import seg  # noqa: E402
 from sdeseg_jax.train import ssda  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
@@ -137,6 +139,58 @@ class StepTest(absltest.TestCase):
     self.assertEqual(m["finite"], 1.0)
     # Both batches ran through one compiled step: no recompilation.
     self.assertEqual(jstep._cache_size(), 1)  # pylint: disable=protected-access
+
+
+class TeacherStatisticsTest(absltest.TestCase):
+  """``config.train.teacher_batch_stats='own'``: one update per mix."""
+
+  def test_one_update_per_mix_and_teacher_evaluation_uses_them(self):
+    rng = np.random.default_rng(1)
+    batch = _batch(rng, _ramp(True, (B,)), _ramp(False, (B, K)))
+    task, state, jstep, mesh = _jitted(_ROW, batch)
+    self.assertEqual(task.config.train.teacher_batch_stats, "own")
+    state = jax.tree.map(lambda x: x.copy(), state)
+    before = jax.device_get((state.ema_params, state.ema_batch_stats))
+    new, _ = jstep(state, sharding.host_to_global(batch, mesh))
+    new = jax.device_get(new)
+    # Two train-mode teacher forwards on the union centre frames (CDM, then
+    # TDM). The encoder statistics do not depend on the dropout draws.
+    x_u = batch["unlabeled"]["color"][:, task.centre["unlabeled"]]
+    x_u = x_u.astype(np.float32) / 255.0
+    fwd = jax.jit(seg.teacher_probs, static_argnums=(0, 4))
+    _, once = fwd(task.model, before, x_u, jax.random.PRNGKey(0), "train")
+    _, twice = fwd(task.model, (before[0], once), x_u,
+                   jax.random.PRNGKey(1), "train")
+    leaves = lambda t: [np.asarray(x) for x in jax.tree.leaves(t)]
+    got = leaves(new.ema_batch_stats["encoder"])
+    for x, y in zip(got, leaves(twice["encoder"])):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    for other in (once["encoder"], before[1]["encoder"],
+                  new.batch_stats["encoder"]):
+      self.assertGreater(max(float(np.max(np.abs(x - y)))
+                             for x, y in zip(got, leaves(other))), 1e-5)
+
+    # The evaluator's teacher uses state.ema_batch_stats: its confusion
+    # matrix is the one of those statistics, not of the student's.
+    config = task.config
+    ev = ssda.Evaluator(task, config, mesh, None, "", tempfile.mkdtemp())
+    val = {"color": batch["unlabeled"]["color"],
+           "label": batch["unlabeled"]["label"]}
+    ev.batches = lambda: iter([sharding.host_to_global(val, mesh)])
+    # Statistics far from the student's, so that the predictions differ.
+    far = jax.tree.map(lambda x: x * 3.0 + 0.5, new.ema_batch_stats)
+    state = jax.device_put(new.replace(ema_batch_stats=far),
+                           sharding.replicated(mesh))
+    conf_s, conf_t = ev.confusions(state)
+
+    def conf(params, stats):
+      logits = task.predict(params, stats, val["color"])
+      return np.asarray(seg_eval.update_from_logits(
+          seg_eval.init_confusion(19), logits, val["label"]))
+    np.testing.assert_array_equal(conf_s, conf(new.params, new.batch_stats))
+    np.testing.assert_array_equal(conf_t, conf(new.ema_params, far))
+    self.assertFalse(np.array_equal(
+        conf_t, conf(new.ema_params, new.batch_stats)))
 
 
 class BaselineRowsTest(absltest.TestCase):
@@ -274,15 +328,21 @@ class DataFolderTest(absltest.TestCase):
                                 "source dataset with images/"):
       ssda.resolve_streams(config)
     os.makedirs(os.path.join(root, "gta5", "images"))
-    with self.assertRaisesRegex(FileNotFoundError,
-                                "pseudo_depth_dir.*export_depth"):
+    with self.assertRaisesRegex(
+        FileNotFoundError,
+        r"(?s)source.pseudo_depth_dir.*does not exist.*configs/sde_gta.py:"
+        r"export=paper"):
       ssda.resolve_streams(config)
     for d in ("pseudo_depth/gta5", "pseudo_depth/cityscapes"):
       os.makedirs(os.path.join(root, d))
+    # The pseudo-depth check lists the images it needs files for: an empty
+    # image folder is reported by name (the filled case is covered end to
+    # end in export_ssda_test.py).
+    with self.assertRaisesRegex(readers.DatasetError,
+                                "gta5/images: no .*images"):
+      ssda.resolve_streams(config)
     with self.assertRaisesRegex(FileNotFoundError, "Cityscapes SDE"):
       ssda.resolve_init(config)
-    self.assertEqual(set(ssda.resolve_streams(config)),
-                     {"target", "val", "source", "unlabeled"})
 
 
 if __name__ == "__main__":
