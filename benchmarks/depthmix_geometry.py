@@ -23,30 +23,23 @@ Prints a table and ends with one JSON line.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+import _report
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import common  # noqa: E402
-from configs import sde_minicity  # noqa: E402
-from sdeseg_jax.data import minicity  # noqa: E402
-from sdeseg_jax.data import pipeline  # noqa: E402
-from sdeseg_jax.mixing import masks as masks_lib  # noqa: E402
-from sdeseg_jax.train import checkpoint as ckpt_lib  # noqa: E402
-from sdeseg_jax.train import sde  # noqa: E402
-from sdeseg_jax.train import seg  # noqa: E402
+from configs import common
+from configs import sde_minicity
+from sdeseg_jax.data import minicity
+from sdeseg_jax.data import pipeline
+from sdeseg_jax.mixing import masks as masks_lib
+from sdeseg_jax.train import checkpoint as ckpt_lib
+from sdeseg_jax.train import sde
+from sdeseg_jax.train import seg
 
 
 def nearer_fraction(mask: np.ndarray, depth: np.ndarray) -> dict:
@@ -91,16 +84,14 @@ def train_sde(root: str, data: str, args) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__)
+  p = _report.parser(__doc__, first_line=False)
   p.add_argument("--sde_steps", type=int, default=300)
   p.add_argument("--images", type=int, default=64)
   p.add_argument("--sequences", type=int, default=32)
   p.add_argument("--height", type=int, default=64)
   p.add_argument("--width", type=int, default=128)
   p.add_argument("--workdir", default="")
-  args = p.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()
-  logging.set_verbosity(logging.WARNING)
+  args = _report.parse(p, argv, absl=True, quiet=True)
   root = args.workdir or tempfile.mkdtemp(prefix="depthmix_geometry_")
   data = os.path.join(root, "minicity")
   if not os.path.isfile(os.path.join(data, "minicity.json")):
@@ -149,14 +140,14 @@ def main(argv=None):
   print(f"\nMiniCity, {args.images} images ({args.images // 2} pairs) at "
         f"{args.width}x{args.height}; SDE trained {args.sde_steps} steps "
         f"({sde_secs:.0f} s)")
-  print(f"{'mask':14s} {'nearer':>8s} {'pasted nearer':>14s} "
-        f"{'pasted':>8s}")
-  for n, r in res.items():
-    print(f"{n:14s} {r['nearer']:8.3f} {r['pasted_nearer']:14.3f} "
-          f"{r['pasted']:8.3f}")
-  print(json.dumps({"benchmark": "depthmix_geometry",
-                    "images": args.images, "sde_steps": args.sde_steps,
-                    "size": [args.height, args.width], "results": res}))
+  _report.table(
+      [("mask", 14, ""), ("nearer", 8, ".3f"), ("pasted nearer", 14, ".3f"),
+       ("pasted", 8, ".3f")],
+      [(n, r["nearer"], r["pasted_nearer"], r["pasted"])
+       for n, r in res.items()])
+  _report.emit_json({"benchmark": "depthmix_geometry",
+                     "images": args.images, "sde_steps": args.sde_steps,
+                     "size": [args.height, args.width], "results": res})
 
 
 if __name__ == "__main__":

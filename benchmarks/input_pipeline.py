@@ -14,22 +14,17 @@ with one JSON line.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+import _report
 
-from absl import flags  # noqa: E402
-
-from configs import common  # noqa: E402
-from sdeseg_jax.data import downsample  # noqa: E402
-from sdeseg_jax.data import minicity  # noqa: E402
-from sdeseg_jax.data import pipeline  # noqa: E402
+from configs import common
+from sdeseg_jax.data import downsample
+from sdeseg_jax.data import minicity
+from sdeseg_jax.data import pipeline
 
 
 def build(root: str, sequences: int) -> None:
@@ -61,7 +56,7 @@ def measure(stream, data_dir: str, batch_size: int, batches: int,
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser()
+  p = _report.parser(None)
   p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(),
                                                    "sdeseg_input_bench"))
   p.add_argument("--workers", default="0,2")
@@ -69,8 +64,7 @@ def main(argv=None) -> int:
   p.add_argument("--batches", type=int, default=20)
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--sequences", type=int, default=8)
-  a = p.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()  # grain workers read absl flags.
+  a = _report.parse(p, argv, absl=True)  # grain workers read absl flags.
   root = os.path.join(a.workdir, "cityscapes")
   t = time.perf_counter()
   build(root, a.sequences)
@@ -88,11 +82,11 @@ def main(argv=None) -> int:
     print(f"workers={nw}: {r['samples_per_s']:.2f} samples/s "
           f"({r['ms_per_sample']:.1f} ms/sample, startup "
           f"{r['startup_s']:.1f}s)")
-  print(json.dumps({
+  _report.emit_json({
       "benchmark": "input_pipeline", "image": "1024x512 jpg",
       "crop": "512x512", "frames": 3, "pyramid_scales": 4,
       "color_aug": True, "batch_size": a.batch_size,
-      "cpu_count": os.cpu_count(), **results}))
+      "cpu_count": os.cpu_count(), **results})
   return 0
 
 

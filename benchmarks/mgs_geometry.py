@@ -27,23 +27,19 @@ one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+import _report
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import common  # noqa: E402
-from sdeseg_jax.data import minicity  # noqa: E402
-from sdeseg_jax.data import streams as streams_lib  # noqa: E402
-from sdeseg_jax.mixing import geometry_match  # noqa: E402
+from configs import common
+from sdeseg_jax.data import minicity
+from sdeseg_jax.data import streams as streams_lib
+from sdeseg_jax.mixing import geometry_match
 
 MIN_DEPTH, MAX_DEPTH = 0.1, 100.0
 
@@ -64,11 +60,12 @@ def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def summary(x: np.ndarray) -> dict[str, float]:
-  return {"mean": float(np.mean(x)), "std": float(np.std(x))}
+  m, s = _report.mean_std(x)
+  return {"mean": m, "std": s}
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = _report.parser(__doc__)
   p.add_argument("--workdir", default="/tmp/bench_mgs")
   p.add_argument("--batches", type=int, default=40)
   p.add_argument("--batch_size", type=int, default=4)
@@ -79,8 +76,7 @@ def main(argv=None) -> int:
   p.add_argument("--demo_workdir", default="")
   p.add_argument("--criterion", choices=geometry_match.CRITERIA,
                  default="paper")
-  a = p.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()
+  a = _report.parse(p, argv, absl=True)
   k = 5
   w, h = a.width, a.height
   roots = {}
@@ -207,7 +203,7 @@ def main(argv=None) -> int:
   print(f"W1(height) target vs random {out['w1_height_random']:.3f} m, vs "
         f"MGS {out['w1_height_mgs']:.3f} m; W1(pitch) "
         f"{out['w1_pitch_random']:.4f} vs {out['w1_pitch_mgs']:.4f} rad")
-  print(json.dumps(out))
+  _report.emit_json(out)
   return 0
 
 

@@ -28,19 +28,11 @@ degrees, abs_rel 0.44-0.49.
 
 from __future__ import annotations
 
-import argparse
 import glob
-import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import numpy as np  # noqa: E402
+import _report
 
 
 # Pose errors of sdeseg_jax.eval.depth copied into each curve row.
@@ -60,7 +52,7 @@ def train_losses(workdir: str) -> list[tuple[int, float]]:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = _report.parser(__doc__)
   p.add_argument("--workdir", default="/tmp/bench_sde_minicity")
   p.add_argument("--steps", type=int, default=3000)
   p.add_argument("--eval_every", type=int, default=250)
@@ -68,9 +60,7 @@ def main():
   p.add_argument("--config_arg", default="")
   p.add_argument("--budget_min", type=float, default=20.0,
                  help="wall-clock budget the extrapolation refers to")
-  args = p.parse_args()
-  flags.FLAGS.mark_as_parsed()
-  logging.set_verbosity(logging.WARNING)
+  args = _report.parse(p, absl=True, quiet=True)
 
   import jax  # pylint: disable=g-import-not-at-top
   from configs import sde_minicity  # pylint: disable=g-import-not-at-top
@@ -150,7 +140,7 @@ def main():
       "curve": curve,
       "train_loss": [[s, round(l, 5)] for s, l in losses],
   }
-  print(json.dumps(result))
+  _report.emit_json(result)
 
 
 if __name__ == "__main__":

@@ -17,22 +17,17 @@ appears, and ends with one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
+import _report
+import numpy as np
 
-from absl import flags  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import ssda_minicity  # noqa: E402
-from sdeseg_jax import demo  # noqa: E402
-from sdeseg_jax.train import ssda  # noqa: E402
+from configs import ssda_minicity
+from sdeseg_jax import demo
+from sdeseg_jax.train import ssda
 
 PAPER_ORDER = ("target_only", "baseline", "cdm", "tdm", "cdm_tdm",
                "cdm_tdm_mgs", "full")
@@ -40,7 +35,7 @@ PAPER_ORDER = ("target_only", "baseline", "cdm", "tdm", "cdm_tdm",
 
 def _demo_config(arg: str):
   spec = importlib.util.spec_from_file_location(
-      "cfg_demo", os.path.join(_ROOT, "configs", "demo.py"))
+      "cfg_demo", os.path.join(_report.REPO_ROOT, "configs", "demo.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -60,7 +55,7 @@ def ordering(means: dict[str, float]) -> dict[str, bool]:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = _report.parser(__doc__)
   p.add_argument("--demo_workdir", default="/tmp/bench_ssda_demo")
   p.add_argument("--demo_arg", default="")
   p.add_argument("--workdir", default="")
@@ -68,8 +63,7 @@ def main(argv=None) -> int:
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--n", type=int, default=8, help="labeled target images")
-  a = p.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()
+  a = _report.parse(p, argv, absl=True)
   rows = [r for r in a.rows.split(",") if r]
   seeds = [int(s) for s in a.seeds.split(",") if s]
   dconf = _demo_config(a.demo_arg)
@@ -109,21 +103,19 @@ def main(argv=None) -> int:
   for row, rs in results.items():
     m = np.array([r["miou"] for r in rs])
     t = np.array([r["miou_teacher"] for r in rs])
-    table[row] = {"mean": float(m.mean()), "std": float(m.std()),
-                  "teacher_mean": float(t.mean()),
-                  "teacher_std": float(t.std()),
-                  "runs": rs}
-    print(f"{row:14s} {m.mean():6.2f} +- {m.std():5.2f}  (teacher "
-          f"{t.mean():6.2f} +- {t.std():5.2f})")
+    (mean, std), (t_mean, t_std) = _report.mean_std(m), _report.mean_std(t)
+    table[row] = {"mean": mean, "std": std, "teacher_mean": t_mean,
+                  "teacher_std": t_std, "runs": rs}
+    print(f"{row:14s} {_report.pm(m)}  (teacher {_report.pm(t)})")
   checks = ordering({r: v["mean"] for r, v in table.items()})
   print("paper ordering:", checks)
-  print(json.dumps({"benchmark": "ssda_minicity", "steps": a.steps,
-                    "seeds": seeds, "labeled_target": a.n,
-                    "image": f"{mc.width}x{mc.height}", "rows": table,
-                    "paper_ordering": checks,
-                    # None: no pair of compared rows was run.
-                    "paper_ordering_holds": (all(checks.values())
-                                             if checks else None)}))
+  _report.emit_json({"benchmark": "ssda_minicity", "steps": a.steps,
+                     "seeds": seeds, "labeled_target": a.n,
+                     "image": f"{mc.width}x{mc.height}", "rows": table,
+                     "paper_ordering": checks,
+                     # None: no pair of compared rows was run.
+                     "paper_ordering_holds": (all(checks.values())
+                                              if checks else None)})
   return 0
 
 

@@ -17,25 +17,18 @@ a persistent compilation cache (seeds do not change the compiled step).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+import _report
+import jax
+import numpy as np
 
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import ssl_minicity  # noqa: E402
-from sdeseg_jax.data import minicity  # noqa: E402
-from sdeseg_jax.train import ssl  # noqa: E402
+from configs import ssl_minicity
+from sdeseg_jax.data import minicity
+from sdeseg_jax.train import ssl
 
 
 def final_miou(workdir: str, model: str = "student") -> float:
@@ -47,7 +40,7 @@ def final_miou(workdir: str, model: str = "student") -> float:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__)
+  p = _report.parser(__doc__, first_line=False)
   p.add_argument("--rows",
                  default="baseline,pseudo,classmix,depthmix,mtl_depthmix")
   p.add_argument("--seeds", default="0,1,2")
@@ -59,9 +52,7 @@ def main(argv=None):
   p.add_argument("--crop", type=int, default=64)
   p.add_argument("--lr", type=float, default=0.02)
   p.add_argument("--workdir", default="")
-  args = p.parse_args(argv)
-  flags.FLAGS.mark_as_parsed()
-  logging.set_verbosity(logging.WARNING)
+  args = _report.parse(p, argv, absl=True, quiet=True)
   root = args.workdir or tempfile.mkdtemp(prefix="ssl_minicity_")
   jax.config.update("jax_compilation_cache_dir",
                     os.path.join(root, "jax_cache"))
@@ -104,18 +95,20 @@ def main(argv=None):
         f"{args.sequences} sequences, {args.steps} steps, "
         f"{args.crop}x{args.crop} crops of {args.width}x{args.height}, "
         f"seeds {seeds}")
-  print(f"{'row':14s} {'mIoU':>14s} {'vs ' + rows[0]:>12s}")
   summary = {}
   for r in rows:
-    m, sd = float(np.mean(results[r])), float(np.std(results[r]))
+    m, sd = _report.mean_std(results[r])
     summary[r] = {"mean": round(m, 2), "std": round(sd, 2),
                   "runs": results[r],
                   "sec_per_run": round(float(np.mean(secs[r])), 1)}
-    print(f"{r:14s} {m:8.2f} +- {sd:4.2f} {m - base:+12.2f}")
-  print(json.dumps({"benchmark": "ssl_minicity", "steps": args.steps,
-                    "labels": args.labels, "sequences": args.sequences,
-                    "size": [args.height, args.width], "crop": args.crop,
-                    "seeds": seeds, "miou": summary}))
+  _report.table(
+      [("row", 14, ""), ("mIoU", 14, ""), ("vs " + rows[0], 12, "+.2f")],
+      [(r, _report.pm(results[r], 8, 4),
+        _report.mean_std(results[r])[0] - base) for r in rows])
+  _report.emit_json({"benchmark": "ssl_minicity", "steps": args.steps,
+                     "labels": args.labels, "sequences": args.sequences,
+                     "size": [args.height, args.width], "crop": args.crop,
+                     "seeds": seeds, "miou": summary})
 
 
 if __name__ == "__main__":

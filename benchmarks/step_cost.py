@@ -15,25 +15,15 @@ them). The last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-import numpy as np  # noqa: E402
+import _report
+import numpy as np
 
 
 def sde_batch(batch: int, height: int, width: int, seed: int = 0):
   """A random SDE batch (docs/design.md keys) with plausible intrinsics."""
   rs = np.random.RandomState(seed)
   img = lambda *s: rs.randint(0, 256, size=s, dtype=np.uint8)
-  k = np.array([[1.1 * width, 0, width / 2, 0], [0, 2.2 * height, height / 2,
-                                                 0], [0, 0, 1, 0],
-                [0, 0, 0, 1]], np.float32)
+  k = _report.random_intrinsics(height, width)
   color = img(batch, 3, height, width, 3)
   return {
       "color": color, "color_aug": color,
@@ -69,25 +59,14 @@ def sde_step_cost(args) -> dict:
   shapes = jax.eval_shape(create)
   st = step_lib.state_sharding(shapes, mesh)
   jstep = step_lib.jit_train_step(task, config, mesh, shapes)
-  t = time.time()
-  abstract_state = jax.tree.map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      shapes, st)
-  compiled = jstep.lower(abstract_state, batch).compile()
-  compile_s = time.time() - t
-  mem = compiled.memory_analysis()
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      shapes.params))
+  compiled, compile_s = _report.compile_timed(
+      jstep, _report.with_shardings(shapes, st), batch)
+  n_params = _report.param_count(shapes.params)
   times = []
   if args.steps > 0:  # --steps=0: compile and memory analysis only
     state = jax.jit(create, out_shardings=st)()
-    for i in range(args.steps + 2):
-      t = time.time()
-      state, metrics = compiled(state, batch)
-      jax.block_until_ready(metrics)
-      if i >= 2:
-        times.append(time.time() - t)
-  mib = lambda b: round(b / 2**20, 1)
+    _, _, times = _report.time_steps(compiled, state, batch, args.steps,
+                                     warmup=2)
   return {
       "benchmark": "step_cost", "mode": "sde", "backend": jax.default_backend(),
       "devices": jax.device_count(), "encoder_depth": args.depth,
@@ -99,31 +78,22 @@ def sde_step_cost(args) -> dict:
       "step_median_s": (round(float(np.median(times)), 3) if times
                         else None),
       "step_times_s": [round(x, 3) for x in times],
-      "mem_argument_mib": mib(mem.argument_size_in_bytes),
-      "mem_output_mib": mib(mem.output_size_in_bytes),
-      "mem_temp_mib": mib(mem.temp_size_in_bytes),
-      "mem_generated_code_mib": mib(mem.generated_code_size_in_bytes),
+      **_report.memory_mib(compiled),
   }
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = _report.parser(__doc__)
   p.add_argument("--mode", default="sde", choices=["sde"])
-  p.add_argument("--depth", type=int, default=101)
+  _report.add_step_cost_args(
+      p, batch=4, steps=5,
+      steps_help="timed steps after 2 warm-up steps; 0: compile only")
   p.add_argument("--output_stride", type=int, default=16)
-  p.add_argument("--height", type=int, default=512)
-  p.add_argument("--width", type=int, default=512)
-  p.add_argument("--batch", type=int, default=4)
-  p.add_argument("--steps", type=int, default=5,
-                 help="timed steps after 2 warm-up steps; 0: compile only")
   p.add_argument("--fd", type=int, default=1, help="feature distance (1/0)")
-  p.add_argument("--dtype", default="float32")
-  args = p.parse_args()
+  args = _report.parse(p)
   res = sde_step_cost(args)
-  for k, v in res.items():
-    if k != "step_times_s":
-      print(f"{k:>24}: {v}")
-  print(json.dumps(res))
+  _report.print_fields(res, skip=("step_times_s",))
+  _report.emit_json(res)
 
 
 if __name__ == "__main__":

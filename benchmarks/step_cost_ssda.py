@@ -7,9 +7,12 @@ r"""Benchmark: cost of one full SSDA training step and of its MGS + mixing.
   python benchmarks/step_cost_ssda.py
   # reduced size for a shared CPU:
   python benchmarks/step_cost_ssda.py --depth=18 --height=128 --width=128
+  # the compiled memory only (the full-size fp32 step needs more than the
+  # 24 GiB of host memory of the 2-core CI box to run on its CPU):
+  python benchmarks/step_cost_ssda.py --compile_only
 
 Reports the compile time, ``compiled.memory_analysis()`` of the whole step,
-the median step time after two warm-up steps, and the time of the MGS +
+the median step time after ``--warmup`` (2) warm-up steps, and the time of the MGS +
 mixing part alone (``G`` for all candidates, argmin + gather, both DepthMix
 masks, mixing of images / labels / teacher probabilities and the strong
 augmentation, jitted separately on the same shapes) with its share of the
@@ -18,16 +21,8 @@ step. The last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-import numpy as np  # noqa: E402
+import _report
+import numpy as np
 
 
 def ssda_batch(b: int, k: int, h: int, w: int, seed: int = 0):
@@ -36,8 +31,7 @@ def ssda_batch(b: int, k: int, h: int, w: int, seed: int = 0):
   img = lambda *s: rs.randint(0, 256, size=s + (3,), dtype=np.uint8)
   lbl = lambda *s: rs.randint(0, 19, size=s).astype(np.int32)
   disp = lambda *s: rs.uniform(0.0, 1.0, size=s).astype(np.float32)
-  kk = np.array([[1.1 * w, 0, w / 2, 0], [0, 2.2 * h, h / 2, 0],
-                 [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+  kk = _report.random_intrinsics(h, w)
   ks = np.repeat(kk[None], b, 0)
   return {
       "target": {"color": img(b, 3, h, w), "label": lbl(b, h, w), "K": ks,
@@ -112,71 +106,57 @@ def run(args) -> dict:
   shapes = jax.eval_shape(create)
   st = step_lib.state_sharding(shapes, mesh)
   jstep = step_lib.jit_train_step(task, config, mesh, shapes)
-  abstract_state = jax.tree.map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      shapes, st)
-  t = time.time()
-  compiled = jstep.lower(abstract_state, batch).compile()
-  compile_s = time.time() - t
-  mem = compiled.memory_analysis()
+  compiled, compile_s = _report.compile_timed(
+      jstep, _report.with_shardings(shapes, st), batch)
+  n_params = _report.param_count(shapes.params)
+  head = {
+      "benchmark": "step_cost_ssda", "row": args.row,
+      "backend": jax.default_backend(), "devices": jax.device_count(),
+      "encoder_depth": args.depth, "height": args.height,
+      "width": args.width, "batch_per_stream": b, "candidates": k,
+      "dtype": args.dtype, "params_m": round(n_params / 1e6, 2),
+      "compile_s": round(compile_s, 1)}
+  if args.compile_only:
+    # The compiled program's buffer sizes without running it: what a
+    # machine whose memory cannot hold the step still can tell.
+    return {**head, **_report.memory_mib(compiled)}
   state = jax.jit(create, out_shardings=st)()
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
-      shapes.params))
-  times = []
-  for i in range(args.steps + 2):
-    t = time.time()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    if i >= 2:
-      times.append(time.time() - t)
+  state, metrics, times = _report.time_steps(compiled, state, batch,
+                                             args.steps, warmup=args.warmup)
   step_s = float(np.median(times))
   mix_times = []
   if config.ssda.mgs:
     jmix = jax.jit(lambda bt, r: mix_part(task, bt, r,
                                           config.model.num_classes))
     rng = jax.random.PRNGKey(0)
-    for i in range(args.steps + 2):
-      t = time.time()
-      jax.block_until_ready(jmix(batch, jax.random.fold_in(rng, i)))
-      if i >= 2:
-        mix_times.append(time.time() - t)
+    mix_times = _report.timed(
+        lambda i: jmix(batch, jax.random.fold_in(rng, i)),
+        args.steps + args.warmup, warmup=args.warmup)
   mix_s = float(np.median(mix_times)) if mix_times else float("nan")
-  mib = lambda x: round(x / 2**20, 1)
   return {
-      "benchmark": "step_cost_ssda", "row": args.row,
-      "backend": jax.default_backend(), "devices": jax.device_count(),
-      "encoder_depth": args.depth, "height": args.height,
-      "width": args.width, "batch_per_stream": b, "candidates": k,
-      "dtype": args.dtype, "params_m": round(n_params / 1e6, 2),
-      "compile_s": round(compile_s, 1),
+      **head,
       "step_median_s": round(step_s, 3),
       "step_times_s": [round(x, 3) for x in times],
       "mgs_mix_median_s": round(mix_s, 4),
       "mgs_mix_share": round(mix_s / step_s, 4),
-      "mem_argument_mib": mib(mem.argument_size_in_bytes),
-      "mem_output_mib": mib(mem.output_size_in_bytes),
-      "mem_temp_mib": mib(mem.temp_size_in_bytes),
-      "mem_generated_code_mib": mib(mem.generated_code_size_in_bytes),
+      **_report.memory_mib(compiled),
       "loss": float(metrics["loss"]),
       "finite": float(metrics["finite"]),
   }
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = _report.parser(__doc__)
   p.add_argument("--row", default="full")
-  p.add_argument("--depth", type=int, default=101)
-  p.add_argument("--height", type=int, default=512)
-  p.add_argument("--width", type=int, default=512)
-  p.add_argument("--batch", type=int, default=2)
-  p.add_argument("--steps", type=int, default=3)
-  p.add_argument("--dtype", default="float32")
-  args = p.parse_args()
+  _report.add_step_cost_args(p, batch=2, steps=3)
+  p.add_argument("--warmup", type=int, default=2,
+                 help="untimed steps before the timed ones")
+  p.add_argument("--compile_only", action="store_true",
+                 help="compile and report the memory analysis only")
+  args = _report.parse(p)
   res = run(args)
-  for key, v in res.items():
-    if key != "step_times_s":
-      print(f"{key:>24}: {v}")
-  print(json.dumps(res))
+  _report.print_fields(res, skip=("step_times_s",))
+  _report.emit_json(res)
 
 
 if __name__ == "__main__":

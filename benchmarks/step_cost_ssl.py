@@ -18,24 +18,15 @@ its share of the step. The last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-import numpy as np  # noqa: E402
+import _report
+import numpy as np
 
 
 def ssl_batch(b: int, h: int, w: int, seed: int = 0):
   """A random SSL batch (``train/ssl.py`` keys) with plausible K."""
   rs = np.random.RandomState(seed)
   img = lambda *s: rs.randint(0, 256, size=s + (3,), dtype=np.uint8)
-  kk = np.array([[1.1 * w, 0, w / 2, 0], [0, 2.2 * h, h / 2, 0],
-                 [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+  kk = _report.random_intrinsics(h, w)
   ks = np.repeat(kk[None], b, 0)
 
   def stream(labeled):
@@ -50,12 +41,11 @@ def ssl_batch(b: int, h: int, w: int, seed: int = 0):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--depth", type=int, default=101)
+  p = _report.parser(__doc__, first_line=False)
+  _report.add_step_cost_args(p, batch=2, steps=3, image_size=False,
+                             dtype=False)
   p.add_argument("--size", type=int, default=512)
-  p.add_argument("--batch", type=int, default=2)
-  p.add_argument("--steps", type=int, default=3)
-  args = p.parse_args(argv)
+  args = _report.parse(p, argv)
 
   # Imported here so that --help does not pay for jax.
   # pylint: disable=g-import-not-at-top
@@ -82,24 +72,18 @@ def main(argv=None):
   shapes = jax.eval_shape(create)
   state = jax.jit(create, out_shardings=step_lib.state_sharding(
       shapes, mesh))()
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  n_params = _report.param_count(state.params)
   jstep = step_lib.jit_train_step(task, config, mesh, shapes)
   gbatch = sharding.host_to_global(batch, mesh)
-  t0 = time.time()
-  compiled = jstep.lower(state, gbatch).compile()
-  compile_s = time.time() - t0
+  compiled, compile_s = _report.compile_timed(jstep, state, gbatch)
   mem = compiled.memory_analysis()
   mem_d = {k: int(getattr(mem, k)) for k in (
       "argument_size_in_bytes", "output_size_in_bytes",
       "temp_size_in_bytes", "generated_code_size_in_bytes")
            if mem is not None and hasattr(mem, k)}
-  times = []
-  for i in range(args.steps + 1):
-    t = time.time()
-    state, m = compiled(state, gbatch)
-    jax.block_until_ready(m)
-    if i:  # the first call pays one-time costs
-      times.append(time.time() - t)
+  # The first call pays one-time costs.
+  state, _, times = _report.time_steps(compiled, state, gbatch, args.steps,
+                                       warmup=1)
   step_s = float(np.median(times))
 
   mcfg = config.mix.copy_and_resolve_references()
@@ -119,13 +103,9 @@ def main(argv=None):
               jnp.asarray(batch["unlabeled"]["label"]),
               jnp.asarray(batch["unlabeled"]["is_labeled"]),
               jnp.asarray(rs.uniform(size=(b, h, h)), jnp.float32))
-  mix_c = jax.jit(mix_part).lower(*args_mix).compile()
-  jax.block_until_ready(mix_c(*args_mix))
-  mt = []
-  for _ in range(max(3, args.steps)):
-    t = time.time()
-    jax.block_until_ready(mix_c(*args_mix))
-    mt.append(time.time() - t)
+  mix_c, _ = _report.compile_timed(jax.jit(mix_part), *args_mix)
+  mt = _report.timed(lambda _: mix_c(*args_mix), 1 + max(3, args.steps),
+                     warmup=1)
   mix_s = float(np.median(mt))
   full = args.depth == 101 and args.size == 512 and args.batch == 2
   print(f"SSL step (multi-task + DepthMix): ResNet-{args.depth}, "
@@ -136,14 +116,14 @@ def main(argv=None):
         f"= {100 * mix_s / step_s:.1f}% of the step")
   for k, v in mem_d.items():
     print(f"  {k}: {v / 2**20:.1f} MiB")
-  print(json.dumps({
+  _report.emit_json({
       "benchmark": "step_cost_ssl", "encoder_depth": args.depth,
       "size": h, "batch": b, "full_size": full,
       "platform": jax.devices()[0].platform,
       "params_m": round(n_params / 1e6, 2), "compile_s": round(compile_s, 1),
       "step_ms": round(step_s * 1e3, 1),
       "mix_ms": round(mix_s * 1e3, 2),
-      "mix_share": round(mix_s / step_s, 4), "memory": mem_d}))
+      "mix_share": round(mix_s / step_s, 4), "memory": mem_d})
 
 
 if __name__ == "__main__":

@@ -1,13 +1,38 @@
-"""Test-wide setup: 4 fake CPU devices and absl flags parsed for grain workers."""
+"""Test-wide setup: 4 fake CPU devices, absl flags parsed for grain workers,
+and a persistent compilation cache private to the pytest process."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before jax initialises its backends.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from absl import flags  # noqa: E402
+import jax  # noqa: E402
 
 # grain worker processes read absl flags; pytest never parses them.
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+
+def _remove_cache(path: str, owner: int) -> None:
+  # Only the process that made the folder removes it (a forked or spawned
+  # child importing this file must not delete its parent's cache).
+  if os.getpid() == owner:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# Compiling dominates the slow tests on a CPU, and several compile the same
+# computation more than once in one process (the demo's two SDE stages, a
+# resumed run, the same tiny step in several tests): XLA's persistent cache
+# turns the repeats into a load. It lives in a fresh folder per pytest run,
+# so no state leaks between runs; set JAX_COMPILATION_CACHE_DIR to keep one
+# across runs instead. Only compiles of >= 1 s are worth writing.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+  _CACHE_DIR = tempfile.mkdtemp(prefix="sdeseg_jax_test_cache_")
+  atexit.register(_remove_cache, _CACHE_DIR, os.getpid())
+  jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -1,6 +1,5 @@
 """Tests of mode ``demo`` (its data stages) and mode ``prepare``."""
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -9,21 +8,10 @@ from absl.testing import absltest
 
 from sdeseg_jax import demo
 from sdeseg_jax.data import prepare
+from tests import _fixtures
 
 # The data stages only; tests/demo_e2e_test.py runs the whole demo.
 _DATA_STAGES = ("generate", "prepare")
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
-
-def _config(name, arg):
-  spec = importlib.util.spec_from_file_location(
-      "cfg_" + name, os.path.join(_ROOT, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  config.lock()
-  return config
 
 
 class DemoTest(absltest.TestCase):
@@ -34,7 +22,7 @@ class DemoTest(absltest.TestCase):
     self.addCleanup(shutil.rmtree, self.workdir, ignore_errors=True)
 
   def test_demo_stages_run_and_resume(self):
-    config = _config("demo", "tiny")
+    config = _fixtures.tiny_demo_config()
     logs = []
     demo.run(config, self.workdir, log=logs.append, stages=_DATA_STAGES)
     text = "\n".join(logs)
@@ -58,14 +46,15 @@ class DemoTest(absltest.TestCase):
                      [l for l in logs2 if l.startswith("==")])
 
   def test_prepare_mode(self):
-    config = _config("demo", "tiny")
+    config = _fixtures.tiny_demo_config()
     demo.stage_generate(config, self.workdir, log=lambda s: None)
     path = os.path.join(self.workdir, "data", "minicity_gta5")
-    pconfig = _config("prepare", f"layout=gta5,path={path},val_count=2")
+    pconfig = _fixtures.load_config("prepare",
+                                    f"layout=gta5,path={path},val_count=2")
     stats = prepare.run(pconfig, self.workdir)
     self.assertEqual((stats["train"]["count"], stats["val"]["count"]),
                      (4, 2))
-    bad = _config("prepare", "layout=gta5,path=" + os.path.join(
+    bad = _fixtures.load_config("prepare", "layout=gta5,path=" + os.path.join(
         self.workdir, "missing"))
     with self.assertRaisesRegex(ValueError, "missing folder"):
       prepare.run(bad, self.workdir)
