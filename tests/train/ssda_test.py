@@ -2,6 +2,7 @@
 hand-made depths and labels, the evaluation protocols, the multi-stream
 loader and the data-folder errors."""
 
+import contextlib
 import math
 import os
 import sys
@@ -25,10 +26,23 @@ from sdeseg_jax.train import ssda  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
 from sdeseg_jax.train import trainer  # noqa: E402
 from sdeseg_jax.utils import sharding  # noqa: E402
+from tests import _fixtures  # noqa: E402
 
 B, K, H, W = 2, 5, 32, 32
 _ROW = "cdm_tdm_mgs"
 _CACHE = {}
+_CHEAP = contextlib.ExitStack()
+
+
+def setUpModule():
+  # Compiling dominates on a CPU; the assertions (equalities between runs
+  # compiled alike, hand-computed terms at tolerances) hold without XLA's
+  # optimisation passes.
+  _CHEAP.enter_context(_fixtures.cheap_compiles())
+
+
+def tearDownModule():
+  _CHEAP.close()
 
 
 def _config(row):

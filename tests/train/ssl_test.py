@@ -6,6 +6,7 @@ one jitted step per mesh are shared by the tests, since compiling the step
 dominates their cost on a CPU.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -27,12 +28,14 @@ from sdeseg_jax.train import ssl  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
 from sdeseg_jax.train import trainer  # noqa: E402
 from sdeseg_jax.utils import sharding  # noqa: E402
+from tests import _fixtures  # noqa: E402
 
 _CACHE = {}
 _STEPS = 40
 _JAX_CACHE_FLAGS = ("jax_compilation_cache_dir",
                     "jax_persistent_cache_min_compile_time_secs")
 _SAVED_FLAGS = {}
+_CHEAP = contextlib.ExitStack()
 
 
 def setUpModule():
@@ -45,9 +48,14 @@ def setUpModule():
   jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   compilation_cache.reset_cache()
+  # What these tests assert (equalities between runs compiled alike, the
+  # rise of mIoU) holds without XLA's optimisation passes, which take most
+  # of the compile time on a CPU.
+  _CHEAP.enter_context(_fixtures.cheap_compiles())
 
 
 def tearDownModule():
+  _CHEAP.close()
   for k, v in _SAVED_FLAGS.items():
     jax.config.update(k, v)
   compilation_cache.reset_cache()
