@@ -17,6 +17,7 @@ a persistent compilation cache (seeds do not change the compiled step).
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import tempfile
@@ -39,6 +40,22 @@ def final_miou(workdir: str, model: str = "student") -> float:
   raise ValueError(f"no {model} row in {path}")
 
 
+def late_mean(workdir: str, tag: str) -> float:
+  """Mean of a logged scalar over the second half of the run (NaN if the
+  row does not log it, e.g. ``q`` without unlabeled data)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  vals = {}
+  for f in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    for e in tf.compat.v1.train.summary_iterator(f):
+      for v in e.summary.value:
+        if v.tag == tag:
+          vals[int(e.step)] = float(tf.make_ndarray(v.tensor))
+  if not vals:
+    return float("nan")
+  last = max(vals)
+  return float(np.mean([v for k, v in vals.items() if k > last / 2]))
+
+
 def main(argv=None):
   p = _report.parser(__doc__, first_line=False)
   p.add_argument("--rows",
@@ -52,6 +69,9 @@ def main(argv=None):
   p.add_argument("--crop", type=int, default=64)
   p.add_argument("--lr", type=float, default=0.02)
   p.add_argument("--workdir", default="")
+  p.add_argument("--sde", default="",
+                 help="an sde_minicity workdir (same width) for the rows "
+                      "with SDE transfer (transfer*, mtl*)")
   args = _report.parse(p, argv, absl=True, quiet=True)
   root = args.workdir or tempfile.mkdtemp(prefix="ssl_minicity_")
   jax.config.update("jax_compilation_cache_dir",
@@ -68,12 +88,14 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   results = {r: [] for r in rows}
   secs = {r: [] for r in rows}
+  qs = {r: [] for r in rows}
   for r in rows:
     for s in seeds:
       config = ssl_minicity.get_config(
           f"row={r},seed={s},labels={args.labels},steps={args.steps},"
           f"sequences={args.sequences},height={args.height},"
-          f"image_width={args.width},crop={args.crop}")
+          f"image_width={args.width},crop={args.crop}"
+          + (f",sde={args.sde}" if args.sde else ""))
       # One learning rate for the whole net (everything starts random here).
       config.optim.lr = args.lr
       config.optim.groups = tuple(
@@ -88,8 +110,10 @@ def main(argv=None):
       ssl.run(config, workdir)
       secs[r].append(time.time() - t0)
       results[r].append(final_miou(workdir))
+      qs[r].append(late_mean(workdir, "q"))
       print(f"{r:14s} seed {s}: mIoU {results[r][-1]:5.1f}  "
-            f"({secs[r][-1]:.0f} s)", flush=True)
+            f"mean q (2nd half) {qs[r][-1]:.3f}  ({secs[r][-1]:.0f} s)",
+            flush=True)
   base = np.mean(results[rows[0]])
   print(f"\nMiniCity val mIoU (%), {args.labels} labeled of "
         f"{args.sequences} sequences, {args.steps} steps, "
@@ -100,6 +124,9 @@ def main(argv=None):
     m, sd = _report.mean_std(results[r])
     summary[r] = {"mean": round(m, 2), "std": round(sd, 2),
                   "runs": results[r],
+                  # None where the row has no pseudo-labels (no q).
+                  "mean_q_second_half": [round(q, 4) if np.isfinite(q)
+                                         else None for q in qs[r]],
                   "sec_per_run": round(float(np.mean(secs[r])), 1)}
   _report.table(
       [("row", 14, ""), ("mIoU", 14, ""), ("vs " + rows[0], 12, "+.2f")],
