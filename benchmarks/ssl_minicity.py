@@ -1,17 +1,21 @@
 r"""SSL ablation on MiniCity: the rows of IJCV Table 3/7 at a tiny budget.
 
   python benchmarks/ssl_minicity.py [--steps 150] [--seeds 0,1,2] \
-      [--rows baseline,pseudo,classmix,depthmix,mtl_depthmix] [--labels 6]
+      [--rows baseline,pseudo,classmix,depthmix,mtl_depthmix] [--labels 6] \
+      [--sde <an sde_minicity workdir>]
 
 Each row of ``configs/ssl_minicity.py`` (baseline = labeled CE only,
 pseudo = + mean-teacher pseudo labels, classmix, depthmix = DepthMix on the
 rendered depth (no SDE pseudo depth is exported here), mtl_depthmix =
 PAD multi-task SDE + DepthMix on the student's online disparity) is trained
-from scratch (no ImageNet, no SDE pretraining: this machine has neither) for
-the same number of steps with ``--labels`` labeled images out of
+without ImageNet weights (this machine has none); the rows with SDE
+transfer (``transfer*``, ``mtl*``) start from ``--sde`` (e.g. a
+``benchmarks/sde_minicity.py`` workdir with the default width), the others
+from random weights, for the same number of steps with ``--labels`` labeled images out of
 ``--sequences`` sequences, for every seed (labeled subset and init), and
 evaluated on MiniCity val (student, paper protocol). Prints a mean +- std
-table and ends with one JSON line. All runs share one generated dataset and
+table (and each run's mean pseudo-label weight q over its second half)
+and ends with one JSON line. All runs share one generated dataset and
 a persistent compilation cache (seeds do not change the compiled step).
 """
 
