@@ -155,7 +155,8 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
     ``pose_depth``, ``imnet_encoder`` (frozen ImageNet copy for the feature
     distance; SDE only), ``dtype`` (compute dtype name), ``encoder_init`` and
     ``pose_encoder_init`` (npz files written by
-    ``python -m sdeseg_jax.models.pretrained``; empty for random init).
+    ``python -m sdeseg_jax.models.pretrained``; empty for random init),
+    ``pose_translation_prior`` (3 floats or (); SDE pretraining only).
   """
   c = mlc.ConfigDict()
   c.encoder_depth = 101
@@ -172,6 +173,10 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
   c.dtype = "float32"
   c.encoder_init = ""
   c.pose_encoder_init = ""
+  # Initial translation of the pose net (() = none, the reference): e.g.
+  # (0, 0, -0.01) for a forward-moving camera; models.pose.
+  # with_translation_prior. Applied to fresh SDE runs only.
+  c.pose_translation_prior = ()
   if variant == "sde":
     c.seg_head = "none"
   elif variant == "sde_source":

@@ -17,6 +17,9 @@ import jax.numpy as jnp
 from sdeseg_jax.models.layers import Conv2d
 from sdeseg_jax.models.resnet import ResNetEncoder
 
+# The decoder's output scale (x0.01 after the spatial mean).
+POSE_SCALE = 0.01
+
 Dtype = Any
 
 
@@ -46,7 +49,7 @@ class PoseDecoder(nn.Module):
     x = conv(12, 1, 0, "pose_2")(x)
     # The channel layout [2, 1, 6] of torch's view(-1, 2, 1, 6) is the last
     # axis here as well (12 = 2 predictions x 6 values).
-    x = 0.01 * jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = POSE_SCALE * jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     x = x.reshape(x.shape[0], 2, 6)[:, 0]
     return x[:, :3], x[:, 3:]
 
@@ -82,3 +85,36 @@ class PoseNet(nn.Module):
                           width=self.width, frozen_bn=self.frozen_bn,
                           dtype=self.dtype, name="encoder")(pair, train)
     return PoseDecoder(dtype=self.dtype, name="decoder")(feats["f4"])
+
+
+
+def with_translation_prior(pose_params: Any, translation) -> Any:
+  """Starts the pose net at a given translation (a driving-camera prior).
+
+  Sets the bias of the decoder's last convolution so that, before any
+  training, the predicted translation of a (first, second) frame pair is
+  ``translation`` plus the small contribution of the randomly initialised
+  kernel; the rotation channels are left as they are. Use
+  ``(0, 0, -t)`` for a camera that moves forward (OpenCV axes: points come
+  closer by ``t`` in z). Without such a prior a randomly initialised pose
+  net can settle on a wrong, input-independent direction of travel (see
+  ``benchmarks/sde_minicity.py``); the reference never meets this because
+  its pose encoder always starts from ImageNet weights.
+
+  Args:
+    pose_params: the ``PoseNet`` parameters (``{"encoder", "decoder"}``).
+    translation: 3 floats.
+
+  Returns:
+    A copy of ``pose_params`` with the new bias.
+  """
+  t = jnp.asarray(translation, jnp.float32)
+  if t.shape != (3,):
+    raise ValueError(f"translation prior must be 3 floats, got {translation}")
+  bias = jnp.asarray(pose_params["decoder"]["pose_2"]["bias"])
+  # Channels [0:6] are the pose the net uses (axisangle 0:3, translation
+  # 3:6); the torch layout predicts 2 poses and keeps the first.
+  bias = bias.at[3:6].set(t / POSE_SCALE)
+  decoder = dict(pose_params["decoder"])
+  decoder["pose_2"] = dict(decoder["pose_2"], bias=bias)
+  return dict(pose_params, decoder=decoder)

@@ -39,6 +39,7 @@ from sdeseg_jax.geometry.transforms import transformation_from_parameters
 from sdeseg_jax.losses.feature import feature_distance
 from sdeseg_jax.losses.monodepth import monodepth_loss
 from sdeseg_jax.models import joint
+from sdeseg_jax.models import pose as pose_lib
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import trainer
@@ -129,7 +130,8 @@ class SDETask:
     return v["params"], v.get("batch_stats", {})
 
   def load_pretrained(self, params, batch_stats):
-    """Host-side weight loading for a fresh run (ImageNet npz, earlier run)."""
+    """Host-side weight loading for a fresh run: ImageNet npz files, the
+    pose net's translation prior, an earlier run (``config.init``)."""
     mc = self.config.model
     variables = {"params": params, "batch_stats": batch_stats}
     if mc.encoder_init:
@@ -146,6 +148,15 @@ class SDETask:
           variables, pretrained.load_npz(mc.pose_encoder_init),
           at=("pose", "encoder"))
     variables = jax.device_get(variables)
+    if mc.get("pose_translation_prior"):
+      if "pose" not in variables["params"]:
+        raise ValueError("config.model.pose_translation_prior needs the "
+                         "pose net (config.model.pose=True)")
+      params = dict(variables["params"])
+      params["pose"] = jax.device_get(pose_lib.with_translation_prior(
+          params["pose"], mc.pose_translation_prior))
+      variables = dict(variables, params=params)
+    # An earlier run's weights (config.init) win over the prior.
     variables = apply_init_checkpoint(variables, self.config.init)
     return variables["params"], variables["batch_stats"]
 
