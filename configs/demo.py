@@ -31,13 +31,8 @@ WIDTH = 16
 
 
 def sde_config(train_stream, val_stream, *, steps: int, lr: float,
-               batch_size: int, eval_split: str,
-               pose_prior=()) -> common.mlc.ConfigDict:
-  """An SDE run on one MiniCity domain (paths are set by the demo).
-
-  ``pose_prior``: the pose net's initial translation
-  (``config.model.pose_translation_prior``), () for none.
-  """
+               batch_size: int, eval_split: str) -> common.mlc.ConfigDict:
+  """An SDE run on one MiniCity domain (paths are set by the demo)."""
   config = common.mlc.ConfigDict()
   config.mode = "sde"
   config.seed = 0
@@ -48,7 +43,7 @@ def sde_config(train_stream, val_stream, *, steps: int, lr: float,
   config.eval.batch_size = 4
   config.model = common.model_config(
       "sde", encoder_depth=ENCODER_DEPTH, width=WIDTH, decoder="dec_tiny",
-      pose_depth=10, pose_translation_prior=pose_prior)
+      pose_depth=10)
   config.train = common.train_config(
       num_steps=steps, batch_size=batch_size, log_every=max(1, steps // 10),
       eval_every=0, image_every=0, checkpoint_every=max(1, steps // 2))
@@ -112,13 +107,8 @@ def get_config(arg=None):
       val_count=n_val, full_res=(width, height), num_workers=0,
       num_scales=1)
   bs = 4
-  # The target is a forward-moving car camera: its pose net starts at a
-  # forward translation (benchmarks/sde_minicity.py: without ImageNet
-  # weights a random pose net settles on a wrong direction). The source
-  # also has pedestrian and facade-facing views, so no prior there.
   config.sde_target = sde_config(target_sde, target_val, steps=sde_steps,
-                                 lr=3e-4, batch_size=bs, eval_split="val",
-                                 pose_prior=(0.0, 0.0, -0.01))
+                                 lr=3e-4, batch_size=bs, eval_split="val")
   config.sde_source = sde_config(source_sde, source_seg, steps=sde_steps,
                                  lr=3e-4, batch_size=bs, eval_split="")
   # SSDA on the two MiniCity domains (data_root = the demo workdir).
