@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -189,6 +189,57 @@ def with_shardings(shapes: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
       shapes, shardings)
+
+
+class CompiledStep(NamedTuple):
+  """A train step compiled for one global batch (:func:`compile_train_step`).
+
+  Attributes:
+    compiled: the compiled step, ``state, metrics = compiled(state, batch)``.
+    compile_s: lowering + compile seconds.
+    batch: the global batch it was compiled for.
+    num_params: scalars in the model parameters.
+    init: builds a fresh, sharded train state (compiles the init).
+  """
+  compiled: Any
+  compile_s: float
+  batch: Any
+  num_params: int
+  init: Callable[[], Any]
+
+
+def compile_train_step(task, config, host_batch: Any, mesh) -> CompiledStep:
+  """Compiles the engine's jitted train step for ``host_batch``.
+
+  The state is only described (``jax.eval_shape``) for the compile, so
+  ``--compile_only`` style runs never materialise it.
+
+  Args:
+    task: the mode's task (``sde.SDETask``, ``ssl.SSLTask``, ...).
+    config: the run's config.
+    host_batch: one global batch of numpy arrays.
+    mesh: the device mesh.
+
+  Returns:
+    The :class:`CompiledStep`.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from sdeseg_jax.train import step as step_lib
+  from sdeseg_jax.train import trainer
+  from sdeseg_jax.utils import sharding
+  # pylint: enable=g-import-not-at-top
+  batch = sharding.host_to_global(host_batch, mesh)
+  create = trainer.create_state_fn(task, config,
+                                   trainer.abstract_batch(host_batch))
+  shapes = jax.eval_shape(create)
+  st = step_lib.state_sharding(shapes, mesh)
+  jstep = step_lib.jit_train_step(task, config, mesh, shapes)
+  compiled, compile_s = compile_timed(jstep, with_shardings(shapes, st),
+                                      batch)
+  return CompiledStep(compiled, compile_s, batch,
+                      param_count(shapes.params),
+                      lambda: jax.jit(create, out_shardings=st)())
 
 
 def compile_timed(jitted, *args) -> tuple[Any, float]:

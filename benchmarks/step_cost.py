@@ -38,9 +38,6 @@ def sde_step_cost(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from configs import sde_cityscapes  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from sdeseg_jax.train import step as step_lib
-  from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.utils import sharding  # pylint: disable=g-import-not-at-top
 
   config = sde_cityscapes.get_config(f"stage=2,fd={args.fd},dtype={args.dtype}")
@@ -51,34 +48,26 @@ def sde_step_cost(args) -> dict:
   mesh = sharding.make_mesh()
   task = sde.SDETask(config)
   host = sde_batch(args.batch, args.height, args.width)
-  batch = sharding.host_to_global(host, mesh)
   # Random weights: the cost does not depend on them. (The feature distance
   # is then large, as the two encoders differ; with ImageNet weights both
   # start equal.)
-  create = trainer.create_state_fn(task, config, trainer.abstract_batch(host))
-  shapes = jax.eval_shape(create)
-  st = step_lib.state_sharding(shapes, mesh)
-  jstep = step_lib.jit_train_step(task, config, mesh, shapes)
-  compiled, compile_s = _report.compile_timed(
-      jstep, _report.with_shardings(shapes, st), batch)
-  n_params = _report.param_count(shapes.params)
+  cs = _report.compile_train_step(task, config, host, mesh)
   times = []
   if args.steps > 0:  # --steps=0: compile and memory analysis only
-    state = jax.jit(create, out_shardings=st)()
-    _, _, times = _report.time_steps(compiled, state, batch, args.steps,
-                                     warmup=2)
+    _, _, times = _report.time_steps(cs.compiled, cs.init(), cs.batch,
+                                     args.steps, warmup=2)
   return {
       "benchmark": "step_cost", "mode": "sde", "backend": jax.default_backend(),
       "devices": jax.device_count(), "encoder_depth": args.depth,
       "output_stride": args.output_stride, "height": args.height,
       "width": args.width, "batch": args.batch, "frames": 3,
       "feature_distance": bool(args.fd), "dtype": args.dtype,
-      "params_m": round(n_params / 1e6, 2),
-      "compile_s": round(compile_s, 1),
+      "params_m": round(cs.num_params / 1e6, 2),
+      "compile_s": round(cs.compile_s, 1),
       "step_median_s": (round(float(np.median(times)), 3) if times
                         else None),
       "step_times_s": [round(x, 3) for x in times],
-      **_report.memory_mib(compiled),
+      **_report.memory_mib(cs.compiled),
   }
 
 

@@ -86,9 +86,6 @@ def run(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from configs import ssda_gta  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import ssda  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from sdeseg_jax.train import step as step_lib
-  from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.utils import sharding  # pylint: disable=g-import-not-at-top
 
   config = ssda_gta.get_config(f"row={args.row},dtype={args.dtype}")
@@ -101,27 +98,20 @@ def run(args) -> dict:
   host = ssda_batch(b, k, args.height, args.width)
   if not config.ssda.mgs:
     host["source"] = jax.tree.map(lambda x: x[:, 0], host["source"])
-  batch = sharding.host_to_global(host, mesh)
-  create = trainer.create_state_fn(task, config, trainer.abstract_batch(host))
-  shapes = jax.eval_shape(create)
-  st = step_lib.state_sharding(shapes, mesh)
-  jstep = step_lib.jit_train_step(task, config, mesh, shapes)
-  compiled, compile_s = _report.compile_timed(
-      jstep, _report.with_shardings(shapes, st), batch)
-  n_params = _report.param_count(shapes.params)
+  cs = _report.compile_train_step(task, config, host, mesh)
+  batch = cs.batch
   head = {
       "benchmark": "step_cost_ssda", "row": args.row,
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "encoder_depth": args.depth, "height": args.height,
       "width": args.width, "batch_per_stream": b, "candidates": k,
-      "dtype": args.dtype, "params_m": round(n_params / 1e6, 2),
-      "compile_s": round(compile_s, 1)}
+      "dtype": args.dtype, "params_m": round(cs.num_params / 1e6, 2),
+      "compile_s": round(cs.compile_s, 1)}
   if args.compile_only:
     # The compiled program's buffer sizes without running it: what a
     # machine whose memory cannot hold the step still can tell.
-    return {**head, **_report.memory_mib(compiled)}
-  state = jax.jit(create, out_shardings=st)()
-  state, metrics, times = _report.time_steps(compiled, state, batch,
+    return {**head, **_report.memory_mib(cs.compiled)}
+  state, metrics, times = _report.time_steps(cs.compiled, cs.init(), batch,
                                              args.steps, warmup=args.warmup)
   step_s = float(np.median(times))
   mix_times = []
@@ -139,7 +129,7 @@ def run(args) -> dict:
       "step_times_s": [round(x, 3) for x in times],
       "mgs_mix_median_s": round(mix_s, 4),
       "mgs_mix_share": round(mix_s / step_s, 4),
-      **_report.memory_mib(compiled),
+      **_report.memory_mib(cs.compiled),
       "loss": float(metrics["loss"]),
       "finite": float(metrics["finite"]),
   }

@@ -55,8 +55,6 @@ def main(argv=None):
   from sdeseg_jax.mixing import masks as masks_lib
   from sdeseg_jax.train import seg
   from sdeseg_jax.train import ssl
-  from sdeseg_jax.train import step as step_lib
-  from sdeseg_jax.train import trainer
   from sdeseg_jax.utils import sharding
 
   config = ssl_cityscapes.get_config("row=mtl_depthmix")
@@ -67,15 +65,10 @@ def main(argv=None):
   batch = ssl_batch(b, h, h)
   mesh = sharding.make_mesh(jax.devices()[:1])
   task = ssl.SSLTask(config)
-  create = trainer.create_state_fn(task, config, trainer.abstract_batch(
-      batch))
-  shapes = jax.eval_shape(create)
-  state = jax.jit(create, out_shardings=step_lib.state_sharding(
-      shapes, mesh))()
-  n_params = _report.param_count(state.params)
-  jstep = step_lib.jit_train_step(task, config, mesh, shapes)
-  gbatch = sharding.host_to_global(batch, mesh)
-  compiled, compile_s = _report.compile_timed(jstep, state, gbatch)
+  cs = _report.compile_train_step(task, config, batch, mesh)
+  compiled, compile_s, gbatch = cs.compiled, cs.compile_s, cs.batch
+  n_params = cs.num_params
+  state = cs.init()
   mem = compiled.memory_analysis()
   mem_d = {k: int(getattr(mem, k)) for k in (
       "argument_size_in_bytes", "output_size_in_bytes",
