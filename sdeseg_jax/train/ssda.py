@@ -377,25 +377,20 @@ class SSDATask:
 # -- data -------------------------------------------------------------------
 
 
-def check_folder(stream, role: str, what: str = "dataset") -> None:
+def check_folder(stream, role: str) -> None:
   """Fails at once, naming the dataset and layout, if a folder is wrong.
 
+  (Pseudo-depth folders are checked file by file by
+  ``export.check_pseudo_depth``.)
+
   Args:
-    stream: stream config with ``path`` (and ``pseudo_depth_dir``).
+    stream: stream config with ``path``.
     role: ``target``, ``unlabeled``, ``source`` or ``val``.
-    what: ``"dataset"`` or ``"pseudo_depth"``.
 
   Raises:
     FileNotFoundError: the folder or a layout sub-folder is missing.
   """
   name = _ROLE_NAMES.get(role, role)
-  if what == "pseudo_depth":
-    if not os.path.isdir(stream.pseudo_depth_dir):
-      raise FileNotFoundError(
-          f"config.data.{role}.pseudo_depth_dir={stream.pseudo_depth_dir!r} "
-          f"does not exist: expected the pseudo-disparity PNGs of the {name} "
-          f"({stream.layout} layout), written by mode=export_depth")
-    return
   path = stream.path
   expected = _LAYOUT_FOLDERS[stream.layout]
   want = ", ".join("|".join(f + "/" for f in alts) for alts in expected)
