@@ -140,13 +140,6 @@ def check_mix_config(cfg: mlc.ConfigDict, *, teacher_batch_stats: str
   check_teacher_config(cfg.teacher_mode, teacher_batch_stats)
 
 
-def to_float(x: jax.Array) -> jax.Array:
-  """uint8 images -> float32 in [0, 1]; float images pass through."""
-  if jnp.issubdtype(x.dtype, jnp.integer):
-    return x.astype(jnp.float32) / 255.0
-  return x.astype(jnp.float32)
-
-
 def centre(frames: jax.Array, offsets) -> jax.Array:
   """``[B, T, H, W, C]`` -> the centre frame ``[B, H, W, C]``."""
   return frames[:, tuple(offsets).index(0)]

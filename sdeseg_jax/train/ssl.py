@@ -198,7 +198,7 @@ class SSLTask:
 
   def _frames(self, b, with_neighbours: bool):
     """Network input ``[B, T, H, W, 3]`` float and its frame offsets."""
-    x = seg.to_float(b["color_aug"])
+    x = sde.to_float(b["color_aug"])
     if with_neighbours:
       if x.shape[1] != len(self.offsets):
         raise ValueError(
@@ -223,10 +223,10 @@ class SSLTask:
     """monodepth2 loss of a sequence batch (non-augmented targets)."""
     disps = {s: out["disp"][s].astype(jnp.float32)
              for s in self.loss_cfg.scales}
-    pyramid = {s: seg.to_float(b["pyramid"][f"s{s}"])
+    pyramid = {s: sde.to_float(b["pyramid"][f"s{s}"])
                for s in self.loss_cfg.scales if s > 0}
     loss, _ = monodepth_loss(
-        disps, seg.to_float(b["color"]), pyramid,
+        disps, sde.to_float(b["color"]), pyramid,
         sde.cam_T_cam(out, self.offsets), b["K"], b["inv_K"], rng,
         self.loss_cfg)
     return loss
@@ -241,7 +241,7 @@ class SSLTask:
     """
     metrics = {}
     loss = jnp.zeros((), jnp.float32)
-    frames = seg.to_float(unl["color_aug"])
+    frames = sde.to_float(unl["color_aug"])
     img = (frames[:, self.offsets.index(0)] if frames.shape[1] > 1
            else frames[:, 0])
     probs, teacher_bs = seg.teacher_probs(
