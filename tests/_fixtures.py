@@ -1,4 +1,5 @@
-"""Helpers shared by test files: config loading and cheap XLA compiles.
+"""Helpers shared by test files: config loading, a generated MiniCity and
+cheap XLA compiles.
 
 Imported as ``from tests import _fixtures`` (pytest runs with the repository
 root on ``sys.path``, see ``pyproject.toml``).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import tempfile
 from typing import Iterator
 
 import jax
@@ -73,3 +75,26 @@ def cheap_compiles() -> Iterator[None]:
     yield
   finally:
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+def generate_minicity(num_train: int, num_val: int, *, width: int = 64,
+                      height: int = 32, layout: str = "cityscapes"
+                      ) -> tuple[str, str, str]:
+  """Renders a small MiniCity (seed 0) into a fresh temporary folder.
+
+  Args:
+    num_train, num_val: sequences per split.
+    width, height: image size.
+    layout: dataset layout.
+
+  Returns:
+    ``(tmp, root, tfds_dir)``: the folder to delete afterwards, the dataset
+    root inside it and a tfds folder beside it.
+  """
+  from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
+  tmp = tempfile.mkdtemp()
+  root = os.path.join(tmp, "cs")
+  minicity.generate(root, layout, 0, width=width, height=height,
+                    num_train_sequences=num_train,
+                    num_val_sequences=num_val, log=None)
+  return tmp, root, os.path.join(tmp, "tfds")

@@ -7,7 +7,6 @@ generated and prepared once for the module.
 import json
 import os
 import shutil
-import tempfile
 
 from absl.testing import absltest
 import grain
@@ -20,6 +19,7 @@ from configs import common
 from sdeseg_jax.data import minicity
 from sdeseg_jax.data import pipeline
 from sdeseg_jax.utils import sharding
+from tests import _fixtures
 
 _TMP = None
 _ROOT = None
@@ -29,11 +29,8 @@ _W, _H = 64, 32
 
 def setUpModule():
   global _TMP, _ROOT, _TFDS
-  _TMP = tempfile.mkdtemp()
-  _ROOT = os.path.join(_TMP, "cs")
-  _TFDS = os.path.join(_TMP, "tfds")
-  minicity.generate(_ROOT, "cityscapes", 0, width=_W, height=_H,
-                    num_train_sequences=5, num_val_sequences=2, log=None)
+  _TMP, _ROOT, _TFDS = _fixtures.generate_minicity(5, 2, width=_W,
+                                                   height=_H)
 
 
 def tearDownModule():

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 
 from absl.testing import absltest
 import jax
@@ -17,11 +16,11 @@ import numpy as np
 
 from configs import common
 from sdeseg_jax.data import builder
-from sdeseg_jax.data import minicity
 from sdeseg_jax.data import pipeline
 from sdeseg_jax.data import readers
 from sdeseg_jax.data.readers import DatasetError
 from sdeseg_jax.geometry import warp
+from tests import _fixtures
 
 _TMP = None
 _ROOT = None
@@ -32,11 +31,8 @@ _MIRROR = np.diag([-1.0, 1.0, 1.0, 1.0])
 
 def setUpModule():
   global _TMP, _ROOT, _TFDS
-  _TMP = tempfile.mkdtemp()
-  _ROOT = os.path.join(_TMP, "cs")
-  _TFDS = os.path.join(_TMP, "tfds")
-  minicity.generate(_ROOT, "cityscapes", 0, width=_W, height=_H,
-                    num_train_sequences=2, num_val_sequences=1, log=None)
+  _TMP, _ROOT, _TFDS = _fixtures.generate_minicity(2, 1, width=_W,
+                                                   height=_H)
 
 
 def tearDownModule():
