@@ -2,7 +2,11 @@
 
 Stages, in order; each records completion (``<workdir>/stages/<name>.json``
 or its output) and is skipped on a rerun in the same workdir, and the
-training stages resume from their last checkpoint when interrupted:
+training stages resume from their last checkpoint when interrupted. A
+training stage is done only when its run reached its step count: a
+preemption (SIGTERM, at any time during the demo) makes the running stage
+save its checkpoint and ends the whole demo (exit code 0); the next run in
+the same workdir continues that stage.
 
 1. ``generate``: MiniCity datasets of ``config.minicity`` (``target``:
    cityscapes layout, ``source``: gta5 layout) into ``<workdir>/data/<stream
@@ -119,8 +123,19 @@ def _sde_paths(config, workdir: str, role: str) -> dict[str, str]:
   return {"train": root, "val": root}
 
 
+class Preempted(Exception):
+  """A training stage stopped before its step count (SIGTERM)."""
+
+
+def _check_finished(name: str, reached: int, wanted: int) -> None:
+  if reached < wanted:
+    raise Preempted(f"[{name}] preempted at step {reached} of {wanted}; "
+                    "rerun the same command to continue")
+
+
 def _make_sde_stage(role: str):
   def stage(config, workdir: str, log) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
     from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
     name = f"sde_{role}"
     if _done(workdir, name) is not None:
@@ -130,8 +145,10 @@ def _make_sde_stage(role: str):
                                                           role))
     log(f"[{name}] {sub.train.num_steps} steps of self-supervised depth on "
         f"the {role} domain -> {os.path.join(workdir, name)}")
-    sde.run(sub, os.path.join(workdir, name))
-    _mark(workdir, name, {"steps": sub.train.num_steps})
+    state = sde.run(sub, os.path.join(workdir, name))
+    steps = int(jax.device_get(state.step))
+    _check_finished(name, steps, sub.train.num_steps)
+    _mark(workdir, name, {"steps": steps})
   return stage
 
 
@@ -170,6 +187,7 @@ def stage_ssda(config, workdir: str, log) -> None:
   log(f"[ssda] row {sub.ssda.row}: {sub.train.num_steps} steps -> "
       f"{os.path.join(workdir, 'ssda')}")
   result = ssda.run(sub, os.path.join(workdir, "ssda"))
+  _check_finished("ssda", result["step"], sub.train.num_steps)
   log(f"[ssda] target val mIoU {result['miou']:.1f} (teacher "
       f"{result['miou_teacher']:.1f})")
   _mark(workdir, "ssda", result)
@@ -178,9 +196,9 @@ def stage_ssda(config, workdir: str, log) -> None:
 def _target_depth_metrics(config, workdir: str) -> dict[str, float]:
   """Depth metrics of the target SDE on the val split (rendered depth)."""
   # pylint: disable=g-import-not-at-top
+  import jax
   from sdeseg_jax.train import checkpoint as ckpt_lib
   from sdeseg_jax.train import sde
-  from sdeseg_jax.train.state import TrainState
   from sdeseg_jax.utils import sharding as sharding_lib
   # pylint: enable=g-import-not-at-top
   sub = _sub_config(config.sde_target, workdir,
@@ -188,12 +206,12 @@ def _target_depth_metrics(config, workdir: str) -> dict[str, float]:
   mesh = sharding_lib.make_mesh()
   task = sde.SDETask(sub)
   v = ckpt_lib.load_variables(os.path.join(workdir, "sde_target"))
-  state = TrainState(step=v["step"], params=v["params"],
-                     batch_stats=v["batch_stats"], opt_state=None, rng=None,
-                     tx=None)
-  eval_fn, _ = sde.make_eval_fns(task, sub, mesh, sub.data.val,
-                                 sub.data.tfds_dir)
-  return eval_fn(state)
+  variables = jax.device_put(
+      {"params": v["params"], "batch_stats": v["batch_stats"]},
+      sharding_lib.replicated(mesh))
+  (evaluator,) = sde.make_evaluators(task, sub, mesh, sub.data.val,
+                                     sub.data.tfds_dir, workdir="")
+  return evaluator.metrics(variables)
 
 
 def stage_report(config, workdir: str, log) -> None:
@@ -201,16 +219,17 @@ def stage_report(config, workdir: str, log) -> None:
   # pylint: disable=g-import-not-at-top
   import jax
   from sdeseg_jax import report
-  from sdeseg_jax.data import pipeline
+  from sdeseg_jax.eval import evaluators as evaluators_lib
   from sdeseg_jax.train import checkpoint as ckpt_lib
   from sdeseg_jax.train import ssda
+  from sdeseg_jax.train import toolkit
   # pylint: enable=g-import-not-at-top
   if _done(workdir, "report") is not None:
     log(f"[report] done, see {os.path.join(workdir, 'report.md')}")
     return
   sub = ssda_config(config, workdir)
-  with open(os.path.join(workdir, "ssda", "eval", "latest.json")) as f:
-    seg_rec = json.load(f)
+  seg_rec = evaluators_lib.read_latest(os.path.join(workdir, "ssda"),
+                                      ssda.EVALUATOR)
   depth = {"target SDE": _target_depth_metrics(config, workdir)}
   img_dir = os.path.join(workdir, "report_images")
   images = {}
@@ -219,14 +238,14 @@ def stage_report(config, workdir: str, log) -> None:
   streams = ssda.resolve_streams(sub)
   v = ckpt_lib.load_variables(os.path.join(workdir, "ssda"))
   n = config.report.num_images
-  loader = pipeline.make_loader(streams["val"], split="val",
-                                global_batch_size=n, seed=0, train=False,
-                                mesh=None, data_dir=sub.data.tfds_dir)
-  b = next(loader)
-  loader.close()
-  pred = np.asarray(jax.device_get(jax.jit(
-      lambda p, s, c: jax.numpy.argmax(task.predict(p, s, c), -1))(
-          v["params"], v["batch_stats"], b["color"])))
+  ev = mlc.ConfigDict(sub.to_dict())
+  ev.eval.update(split="val", batch_size=n)
+  b = toolkit.first_eval_batch(streams["val"], ev, sub.data.tfds_dir)
+  pred = np.asarray(jax.jit(
+      lambda v, c: jax.numpy.argmax(task.predict(v, {"color": c})["logits"],
+                                    -1))(
+          {"params": v["params"], "batch_stats": v["batch_stats"]},
+          b["color"]))
   images["Predictions (image | student | ground truth)"] = report.save_png(
       os.path.join(img_dir, "predictions.png"), report.prediction_panels(
           b["color"][:, task.centre["val"]], pred, b["label"], n))
@@ -266,7 +285,7 @@ STAGES: tuple[tuple[str, Callable[..., None]], ...] = (
 
 
 def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
-        ) -> None:
+        ) -> bool:
   """Runs every stage of the demo in ``workdir`` (resumable).
 
   Args:
@@ -274,18 +293,36 @@ def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
     workdir: output folder.
     log: progress printer.
     stages: run only these stage names (default all, in order).
+
+  Returns:
+    True when every chosen stage is done; False when the demo was
+    preempted (SIGTERM): the running stage saved its checkpoint and the
+    next run in ``workdir`` continues it.
   """
   os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
   names = [n for n, _ in STAGES]
   unknown = set(stages) - set(names)
   if unknown:
     raise ValueError(f"unknown demo stages {sorted(unknown)}; known {names}")
+  from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   chosen = [(n, f) for n, f in STAGES if not stages or n in stages]
-  for i, (name, fn) in enumerate(chosen):
-    logging.info("demo stage %s", name)
-    log(f">> stage {i + 1}/{len(chosen)}: {name} "
-        f"({time.time() - t0:.0f} s elapsed)")
-    fn(config, workdir, log)
+  # SIGTERM at any point (also between stages, or while a stage prepares
+  # its data) asks the running or the next training run to save and stop.
+  with trainer.PreemptionGuard() as guard:
+    for i, (name, fn) in enumerate(chosen):
+      logging.info("demo stage %s", name)
+      log(f">> stage {i + 1}/{len(chosen)}: {name} "
+          f"({time.time() - t0:.0f} s elapsed)")
+      try:
+        fn(config, workdir, log)
+      except Preempted as e:
+        log(f">> {e}")
+        return False
+      if guard.requested:
+        log(f">> preempted after stage {name}; rerun the same command to "
+            "continue")
+        return False
   log(f">> demo finished in {time.time() - t0:.0f} s; report: "
       f"{os.path.join(workdir, 'report.md')}")
+  return True

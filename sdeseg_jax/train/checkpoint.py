@@ -9,7 +9,9 @@ checkpoint holds
   as NamedTuples and arrays land replicated without a host round trip;
 * ``data_iter``: the grain iterator state (one small JSON per process), so a
   resumed run sees exactly the batches an uninterrupted one would;
-* ``config``: the run's config as JSON, for humans and for ``export_depth``.
+* ``config``: the run's config as JSON, for humans and for ``export_depth``;
+* ``eval_state`` (when the run has evaluators): their JSON state, e.g. the
+  best mIoU so far, so that a resumed run keeps it.
 
 Saves are asynchronous; ``wait()`` blocks until the last one is on disk. A
 checkpoint directory only appears under its final name once complete (orbax
@@ -111,7 +113,7 @@ class Checkpointer:
         enable_async_checkpointing=async_save)
     self._mngr = ocp.CheckpointManager(
         self.directory, options=options,
-        item_names=("state", "data_iter", "config"))
+        item_names=("state", "data_iter", "config", "eval_state"))
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -120,11 +122,14 @@ class Checkpointer:
     return list(self._mngr.all_steps())
 
   def save(self, step: int, state: Any, data_iter: Any | None,
-           config: mlc.ConfigDict) -> None:
-    """Starts saving ``state`` (+ iterator + config) as checkpoint ``step``."""
+           config: mlc.ConfigDict, eval_state: dict | None = None) -> None:
+    """Starts saving ``state`` (+ iterator + config [+ evaluator state]) as
+    checkpoint ``step``."""
     items = dict(
         state=ocp.args.StandardSave(state),
         config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+    if eval_state is not None:
+      items["eval_state"] = ocp.args.JsonSave(eval_state)
     if data_iter is not None:
       items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     self._mngr.save(step, args=ocp.args.Composite(**items), force=True)
@@ -165,6 +170,16 @@ class Checkpointer:
     out = self._mngr.restore(
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return out["config"]
+
+  def restore_eval_state(self, step: int | None = None) -> dict | None:
+    """The evaluators' JSON state saved with ``step`` (None if absent)."""
+    step = self.latest_step() if step is None else step
+    if step is None or not os.path.isdir(os.path.join(
+        self.directory, str(step), "eval_state")):
+      return None
+    out = self._mngr.restore(
+        step, args=ocp.args.Composite(eval_state=ocp.args.JsonRestore()))
+    return out["eval_state"]
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-host agreement that a preemption notice arrived (orbax)."""

@@ -48,7 +48,7 @@ from PIL import Image
 
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import checkpoint as ckpt_lib
-from sdeseg_jax.train import sde
+from sdeseg_jax.train import toolkit
 from sdeseg_jax.utils import sharding as sharding_lib
 
 ENCODINGS = {"u8": (np.uint8, 255), "u16": (np.uint16, 65535)}
@@ -124,7 +124,7 @@ def make_predict(model_cfg: mlc.ConfigDict, mesh):
   model = joint.from_config(model_cfg)
 
   def predict(variables, color, center):
-    x = sde.to_float(color[:, center:center + 1])
+    x = toolkit.to_float(color[:, center:center + 1])
     out = model.apply(variables, x, (0,), train=False, pose=False)
     return out["disp"][0][..., 0].astype(jnp.float32)
 
@@ -173,7 +173,7 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   base = config.data[ec.stream]
   path = base.path
   if not path and "minicity" in config:
-    path = sde.ensure_minicity(config, workdir)
+    path = toolkit.ensure_minicity(config, workdir)
   if not path:
     raise ValueError(
         f"config.data.{ec.stream}.path is empty: set the dataset folder "

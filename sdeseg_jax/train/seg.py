@@ -145,29 +145,6 @@ def centre(frames: jax.Array, offsets) -> jax.Array:
   return frames[:, tuple(offsets).index(0)]
 
 
-def labeled_seg_loss(out: Mapping[str, Any], labels: jax.Array
-                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Supervised CE of a network output (ignore 250).
-
-  Args:
-    out: network outputs with ``semantics`` ``[B, H, W, C]`` and, for PAD,
-      ``intermediate_semantics`` ``[B, H/4, W/4, C]`` (upsampled inside
-      ``cross_entropy`` with align_corners=True, as the reference).
-    labels: ``[B, H, W]`` int train ids.
-
-  Returns:
-    ``(loss, metrics)``: the CE of the final logits, or the mean of the final
-    and intermediate CE (§4.3); metrics ``ce`` / ``ce_intermediate``.
-  """
-  ce = cross_entropy(out["semantics"], labels, IGNORE_INDEX)
-  metrics = {"ce": ce}
-  if "intermediate_semantics" in out:
-    ce_i = cross_entropy(out["intermediate_semantics"], labels, IGNORE_INDEX)
-    metrics["ce_intermediate"] = ce_i
-    return 0.5 * (ce + ce_i), metrics
-  return ce, metrics
-
-
 def teacher_probs(model, teacher: tuple[Any, Any], images: jax.Array,
                   rng: jax.Array, mode: str) -> tuple[jax.Array, Any]:
   """Mean-teacher class probabilities of single frames (stop-gradient).
@@ -351,119 +328,8 @@ def pseudo_label_loss(cfg: mlc.ConfigDict, logits: jax.Array,
 
 
 # ---------------------------------------------------------------------------
-# Host side: initialisation from an SDE run, several named data iterators.
+# Host side: several named data iterators.
 # ---------------------------------------------------------------------------
-
-
-def sde_init_mapping(seg_head: str, *, depth: bool, pose: bool,
-                     parts=("encoder", "decoders", "pose")
-                     ) -> list[tuple[str, str, str | None]]:
-  """``(source prefix, target prefix, excluded regex)`` per copied part.
-
-  SDE checkpoints (``SDENet``) have ``encoder``, ``depth`` (with
-  ``dispconv_*``) and ``pose``. Targets: PAD -> both ``pad/depth_dec`` and
-  ``pad/seg_dec`` (the latter without ``dispconv``, as the reference
-  replaces them by Identity after loading, §2.5); transfer -> the head's own
-  ``seg_head/unet_dec`` (without ``dispconv``, §2.4) and ``depth`` when the
-  net has a depth decoder.
-
-  Args:
-    seg_head: ``pad``, ``transfer`` or ``transfer_student``.
-    depth: the segmentation net has a (transfer-mode) depth decoder.
-    pose: the segmentation net has a pose net.
-    parts: subset of ``("encoder", "decoders", "pose")`` to copy.
-
-  Returns:
-    The mapping list.
-  """
-  unknown = set(parts) - {"encoder", "decoders", "pose"}
-  if unknown:
-    raise ValueError(f"config.init.parts: unknown {sorted(unknown)}; choose "
-                     "from encoder, decoders, pose")
-  m = []
-  if "encoder" in parts:
-    m.append(("encoder", "encoder", None))
-  if "decoders" in parts:
-    if seg_head == "pad":
-      m.append(("depth", "pad/depth_dec", None))
-      m.append(("depth", "pad/seg_dec", r"dispconv_\d+/.*"))
-    else:
-      m.append(("depth", "seg_head/unet_dec", r"dispconv_\d+/.*"))
-      if depth:
-        m.append(("depth", "depth", None))
-  if "pose" in parts and pose:
-    m.append(("pose", "pose", None))
-  return m
-
-
-def copy_variables(variables: dict[str, Any], source: dict[str, Any],
-                   mapping, what: str) -> dict[str, Any]:
-  """Copies ``source`` variables into ``variables`` along ``mapping``.
-
-  Args:
-    variables: ``{"params", "batch_stats"}`` numpy trees of the new net.
-    source: the same collections of the earlier run.
-    mapping: ``sde_init_mapping`` output.
-    what: name of the source for error messages.
-
-  Returns:
-    The updated trees.
-
-  Raises:
-    ValueError: a target is missing or a shape differs, or a mapping entry
-      copies nothing.
-  """
-  flat = flax.traverse_util.flatten_dict(variables, sep="/")
-  counts = {}
-  for src, dst, exclude in mapping:
-    n = 0
-    for col in ("params", "batch_stats"):
-      tree = source.get(col) or {}
-      for path, value in flax.traverse_util.flatten_dict(
-          tree, sep="/").items():
-        if not path.startswith(src + "/"):
-          continue
-        rest = path[len(src) + 1:]
-        if exclude and re.fullmatch(exclude, rest):
-          continue
-        key = f"{col}/{dst}/{rest}"
-        if key not in flat or np.shape(flat[key]) != np.shape(value):
-          raise ValueError(
-              f"config.init: {col}/{path} of {what} {np.shape(value)} does "
-              f"not fit {key} "
-              f"({np.shape(flat[key]) if key in flat else 'absent'}); the "
-              "SDE run must use the same encoder depth/width and decoder")
-        flat[key] = np.asarray(value, np.asarray(flat[key]).dtype)
-        n += 1
-    if not n:
-      raise ValueError(f"config.init: {what} has no variables under "
-                       f"{src!r} (needed for {dst!r})")
-    counts[f"{src}->{dst}"] = n
-  logging.info("init from %s: %s", what, counts)
-  return flax.traverse_util.unflatten_dict(flat, sep="/")
-
-
-def init_from_sde(variables: dict[str, Any], init_cfg: mlc.ConfigDict,
-                  model_cfg: mlc.ConfigDict) -> dict[str, Any]:
-  """Initialises a segmentation net from an SDE run's checkpoint.
-
-  Args:
-    variables: ``{"params", "batch_stats"}`` numpy trees of the new net.
-    init_cfg: ``config.init`` with ``checkpoint`` (the SDE workdir; "" = no
-      SDE init, ImageNet only), ``step`` (-1 latest) and ``parts``.
-    model_cfg: ``config.model`` (``seg_head``, ``depth``, ``pose``).
-
-  Returns:
-    The updated variables.
-  """
-  if not init_cfg.checkpoint:
-    return variables
-  prev = ckpt_lib.load_variables(
-      init_cfg.checkpoint, None if init_cfg.step < 0 else init_cfg.step)
-  mapping = sde_init_mapping(model_cfg.seg_head, depth=model_cfg.depth,
-                             pose=model_cfg.pose, parts=tuple(init_cfg.parts))
-  return copy_variables(variables, prev, mapping,
-                        f"{init_cfg.checkpoint} step {prev['step']}")
 
 
 class NamedIterators:

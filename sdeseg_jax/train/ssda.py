@@ -66,9 +66,7 @@ import ml_collections as mlc
 import numpy as np
 
 from sdeseg_jax.data import streams as streams_lib
-from sdeseg_jax.eval import segmentation as seg_eval
-from sdeseg_jax.eval import tables
-from sdeseg_jax.losses.monodepth import monodepth_loss
+from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.losses.segmentation import cross_entropy
 from sdeseg_jax.mixing import augment
 from sdeseg_jax.mixing import geometry_match
@@ -76,11 +74,10 @@ from sdeseg_jax.mixing import masks as masks_lib
 from sdeseg_jax.mixing import mix as mix_lib
 from sdeseg_jax.mixing import pseudo_label
 from sdeseg_jax.models import joint
-from sdeseg_jax.models import pretrained
-from sdeseg_jax.train import sde
-from sdeseg_jax.train import seg
 from sdeseg_jax.train import export
-from sdeseg_jax.train import trainer
+from sdeseg_jax.train import seg
+from sdeseg_jax.train import step as step_lib
+from sdeseg_jax.train import toolkit
 from sdeseg_jax.utils import sharding as sharding_lib
 
 CDM_MODES = ("none", "depthmix", "classmix")
@@ -127,18 +124,10 @@ def _mask_disp(d: jax.Array, depth_scale: str) -> jax.Array:
   return d
 
 
-def centre_index(stream) -> int:
-  """Position of offset 0 among a stream's sorted frame offsets."""
-  return tuple(sorted(stream.frame_offsets)).index(0)
-
-
 def _centre(color: jax.Array, index: int) -> jax.Array:
-  """``[B, T, H, W, 3]`` uint8 frames -> centre frame ``[B, H, W, 3]`` float.
-
-  Streams may carry neighbour frames they do not need (e.g. when they share
-  a prepared dataset with the SDE stream); only the centre frame is used.
-  """
-  return sde.to_float(color[:, index])
+  """``[B, T, H, W, 3]`` uint8 frames -> centre frame ``[B, H, W, 3]`` float
+  (frame ``index``; a one-frame stack is its own centre)."""
+  return toolkit.to_float(color[:, index if color.shape[1] > 1 else 0])
 
 
 def cross_domain_mask(sc, rng: jax.Array, source: dict[str, Any],
@@ -183,7 +172,7 @@ class SSDATask:
                              config.train.teacher_batch_stats,
                              "config.ssda.teacher_mode")
     self.model = joint.from_config(config.model)
-    self.centre = {r: centre_index(config.data[r])
+    self.centre = {r: toolkit.centre_index(config.data[r].frame_offsets)
                    for r in ("target", "source", "unlabeled", "val")
                    if r in config.data}
     self.offsets = (tuple(sorted(config.data.target.frame_offsets))
@@ -201,7 +190,7 @@ class SSDATask:
     """Labeled-target network input ``[B, T', H, W, 3]`` float (T' = all
     frames with the multi-task SDE loss, else the centre frame)."""
     if self.sc.multitask:
-      return sde.to_float(color)
+      return toolkit.to_float(color)
     return _centre(color, self.centre["target"])[:, None]
 
   # -- setup ---------------------------------------------------------------
@@ -214,29 +203,15 @@ class SSDATask:
 
   def load_pretrained(self, params, batch_stats):
     """ImageNet encoder (``model.encoder_init``), then the SDE run named by
-    ``config.init`` (``seg.init_from_sde``: encoder, both PAD decoders or
-    the transfer head's decoder, pose net)."""
-    mc = self.config.model
-    variables = {"params": params, "batch_stats": batch_stats}
-    if mc.encoder_init:
-      variables = pretrained.merge_variables(
-          variables, pretrained.load_npz(mc.encoder_init), at=("encoder",))
-    if mc.pose_encoder_init and "pose" in params:
-      variables = pretrained.merge_variables(
-          variables, pretrained.load_npz(mc.pose_encoder_init),
-          at=("pose", "encoder"))
-    variables = seg.init_from_sde(jax.device_get(variables),
-                                  self.config.init, mc)
-    return variables["params"], variables["batch_stats"]
+    ``config.init`` (``parts``: encoder, both PAD decoders or the transfer
+    head's decoder, pose net); ``toolkit.load_initial_weights``."""
+    return toolkit.load_initial_weights(params, batch_stats, self.config)
 
   # -- pieces of the step --------------------------------------------------
 
   def _student(self, params, bs, images, offsets, rng):
-    out, new = self.model.apply(
-        {"params": params, "batch_stats": bs}, images, offsets, train=True,
-        rngs={"dropout": rng}, mutable=["batch_stats"],
-        pose=len(offsets) > 1)
-    return out, new["batch_stats"]
+    return toolkit.student_apply(self.model, params, bs, images, offsets,
+                                 rng)
 
   def select_source(self, source, target_disp):
     """MGS: the candidate of every element with the smallest ``G``.
@@ -270,8 +245,7 @@ class SSDATask:
       teacher: ``(ema_params, ema_batch_stats)`` when a mix is on.
 
     Returns:
-      ``(loss, (new_batch_stats, metrics))``; with a mix
-      ``(loss, (new_batch_stats, metrics, teacher_batch_stats))``, the
+      ``(loss, TaskAux)``; with a mix its ``teacher_batch_stats`` are the
       teacher's statistics after its forwards (one per mix).
     """
     del step
@@ -285,17 +259,12 @@ class SSDATask:
     tgt = batch["target"]
     x_t = self.target_frames(tgt["color"])
     out, bs = self._student(params, bs, x_t, self.offsets, k_t)
-    ce_t, _ = seg.labeled_seg_loss(out, tgt["label"])
+    ce_t, _ = toolkit.labeled_seg_loss(out, tgt["label"])
     metrics["ce_target"] = ce_t
     loss = sc.target_weight * ce_t
     if sc.multitask:
-      lc = self.config.loss
-      disps = {s: out["disp"][s].astype(jnp.float32) for s in lc.scales}
-      pyr = {s: sde.to_float(tgt["pyramid"][f"s{s}"])
-             for s in lc.scales if s > 0}
-      l_d, _ = monodepth_loss(disps, x_t, pyr,
-                              sde.cam_T_cam(out, self.offsets), tgt["K"],
-                              tgt["inv_K"], k_sde, lc)
+      l_d, _ = toolkit.sde_loss(out, tgt, self.offsets, self.config.loss,
+                                k_sde)
       metrics["sde_loss"] = l_d
       loss = loss + sc.depth_weight * l_d
 
@@ -363,15 +332,15 @@ class SSDATask:
       metrics.update(tdm_loss=l_tdm, tdm_q=jnp.mean(q))
       loss = loss + sc.tdm_weight * l_tdm
     if sc.cdm != "none" or sc.tdm:
-      return loss, (bs, metrics, t_bs)
-    return loss, (bs, metrics)
+      return loss, step_lib.TaskAux(bs, metrics, t_bs)
+    return loss, step_lib.TaskAux(bs, metrics)
 
-  def predict(self, params, batch_stats, color):
-    """Eval-mode logits ``[B, H, W, C]`` of val ``color`` [B, T, H, W, 3]."""
-    x = _centre(color, self.centre["val"])[:, None]
-    out = self.model.apply({"params": params, "batch_stats": batch_stats},
-                           x, (0,), train=False, pose=False)
-    return out["semantics"].astype(jnp.float32)
+  def predict(self, variables, batch):
+    """Eval-mode ``{"logits": [B, H, W, C]}`` of the centre frame of the
+    val stream's ``batch["color"]`` [B, T, H, W, 3]."""
+    x = _centre(batch["color"], self.centre["val"])[:, None]
+    out = self.model.apply(variables, x, (0,), train=False, pose=False)
+    return {"logits": out["semantics"].astype(jnp.float32)}
 
 
 # -- data -------------------------------------------------------------------
@@ -461,136 +430,28 @@ def make_train_stream(config, streams, data_dir: str) -> seg.NamedIterators:
 
 def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
   """ShapeDtypeStructs of what ``SSDATask.init`` reads."""
-  st = config.data.target
-  h, w = tuple(st.crop_size) if len(st.crop_size) else tuple(st.image_size)
-  t = len(st.frame_offsets)
-  return {"target": {"color": jax.ShapeDtypeStruct(
-      (config.ssda.batch_target, t, h, w, 3), jnp.uint8)}}
+  return toolkit.example_batch(config.data.target, config.ssda.batch_target,
+                               key="color", role="target")
 
 
 # -- evaluation -------------------------------------------------------------
 
-
-class Evaluator:
-  """Student and teacher mIoU on the target val split (§7).
-
-  ``run(state)`` returns scalars: ``miou`` (student), ``miou_teacher``,
-  ``miou16``/``miou13`` (Synthia subsets, ``config.eval.class_subsets``),
-  ``miou_rel`` (100 * miou / ``config.eval.fully_supervised_miou`` when
-  given, Tables 15/16) and writes per-class IoUs to
-  ``<workdir>/eval/step_<N>.json`` plus a markdown table.
-  """
-
-  def __init__(self, task: SSDATask, config, mesh, stream, data_dir: str,
-               workdir: str):
-    self.task, self.config, self.mesh = task, config, mesh
-    self.stream, self.data_dir, self.workdir = stream, data_dir, workdir
-    c = config.model.num_classes
-
-    def update(conf_s, conf_t, student, teacher, batch):
-      lbl = batch["label"]
-      conf_s = seg_eval.update_from_logits(
-          conf_s, task.predict(*student, batch["color"]), lbl)
-      conf_t = seg_eval.update_from_logits(
-          conf_t, task.predict(*teacher, batch["color"]), lbl)
-      return conf_s, conf_t
-
-    repl = sharding_lib.replicated(mesh)
-    self._update = jax.jit(update, out_shardings=(repl, repl))
-    self._zero = seg_eval.init_confusion(c)
-
-  def batches(self):
-    from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    ec = self.config.eval
-    loader = pipeline.make_loader(
-        self.stream, split=ec.split, global_batch_size=ec.batch_size,
-        seed=self.config.seed, train=False, mesh=self.mesh,
-        data_dir=self.data_dir)
-    for i, b in enumerate(loader):
-      if ec.num_batches and i >= ec.num_batches:
-        break
-      yield b
-    loader.close()
-
-  def confusions(self, state):
-    conf_s = conf_t = jax.device_put(self._zero,
-                                     sharding_lib.replicated(self.mesh))
-    student = (state.params, state.batch_stats)
-    # The teacher with its own statistics (``config.train.
-    # teacher_batch_stats``); without one, the student again.
-    teacher = (student if state.ema_params is None else
-               (state.ema_params, state.ema_batch_stats))
-    for b in self.batches():
-      b = {"color": b["color"], "label": b["label"]}
-      conf_s, conf_t = self._update(conf_s, conf_t, student, teacher, b)
-    return np.asarray(jax.device_get(conf_s)), np.asarray(
-        jax.device_get(conf_t))
-
-  def run(self, state) -> dict[str, float]:
-    conf_s, conf_t = self.confusions(state)
-    res = summarize(conf_s, conf_t, self.config.eval)
-    step = int(jax.device_get(state.step))
-    if jax.process_index() == 0:
-      out = os.path.join(self.workdir, "eval")
-      os.makedirs(out, exist_ok=True)
-      record = dict(step=step, **{k: v for k, v in res.items()
-                                  if not k.startswith("_")},
-                    iou=res["_iou"].tolist(),
-                    iou_teacher=res["_iou_teacher"].tolist(),
-                    confusion=conf_s.tolist())
-      with open(os.path.join(out, f"step_{step}.json"), "w") as f:
-        json.dump(record, f, indent=1, default=_nan_to_none)
-      with open(os.path.join(out, "latest.json"), "w") as f:
-        json.dump(record, f, indent=1, default=_nan_to_none)
-      tables.write_iou_table(
-          os.path.join(out, f"table_step_{step}.md"),
-          {"student": res["_iou"], "teacher": res["_iou_teacher"]},
-          class_ids=(None if not self.config.eval.table_classes else
-                     tuple(self.config.eval.table_classes)))
-    return {k: v for k, v in res.items() if not k.startswith("_")}
+EVALUATOR = "segmentation"
 
 
-def _nan_to_none(x):
-  return None if isinstance(x, float) and np.isnan(x) else x
-
-
-def summarize(conf_s: np.ndarray, conf_t: np.ndarray, ec) -> dict[str, Any]:
-  """mIoU figures of the student/teacher confusion matrices.
-
-  Args:
-    conf_s, conf_t: [C, C] confusion matrices.
-    ec: ``config.eval`` (``class_subsets``: ``((name, ids), ...)``;
-      ``fully_supervised_miou``: the baseline's mIoU in percent, 0 = none).
-
-  Returns:
-    ``{"miou", "miou_teacher", "<subset name>", "miou_rel", "_iou",
-    "_iou_teacher"}`` (mIoU in percent; ``_``-keys are arrays).
-  """
-  s = seg_eval.segmentation_scores(conf_s)
-  t = seg_eval.segmentation_scores(conf_t)
-  res = {"miou": 100 * s["miou"], "miou_teacher": 100 * t["miou"],
-         "pixel_acc": 100 * s["overall_acc"], "_iou": s["iou"],
-         "_iou_teacher": t["iou"]}
-  for name, ids in ec.class_subsets:
-    res[name] = 100 * seg_eval.subset_miou(s["iou"], ids)
-  if ec.fully_supervised_miou > 0:
-    main = res[ec.relative_to] if ec.relative_to else res["miou"]
-    res["miou_rel"] = 100 * main / ec.fully_supervised_miou
-  return res
-
-
-def make_image_fn(task: SSDATask, evaluator: Evaluator, num: int):
-  """TensorBoard panels: image | student prediction | GT."""
-  from sdeseg_jax import report  # pylint: disable=g-import-not-at-top
-
-  def image_fn(state):
-    b = next(evaluator.batches())
-    logits = task.predict(state.params, state.batch_stats, b["color"])
-    pred = np.asarray(jax.device_get(jnp.argmax(logits, -1)))
-    host = jax.device_get(b)
-    return {"predictions": report.prediction_panels(
-        host["color"][:, task.centre["val"]], pred, host["label"], num)}
-  return image_fn
+def make_evaluators(task: SSDATask, config: mlc.ConfigDict, mesh, stream,
+                    data_dir: str, workdir: str):
+  """The target-val segmentation evaluator: student and teacher mIoU,
+  ``config.eval.class_subsets`` (Synthia's 16/13 classes), ``miou_rel``
+  (``config.eval.fully_supervised_miou``, the papers' relative column)."""
+  ec = config.eval
+  return [evaluators_lib.SegmentationEvaluator(
+      task.predict, lambda: toolkit.eval_batches(stream, config, data_dir),
+      mesh=mesh, workdir=workdir, name=EVALUATOR,
+      num_classes=config.model.num_classes, offsets=stream.frame_offsets,
+      class_subsets=tuple(ec.class_subsets),
+      fully_supervised_miou=ec.fully_supervised_miou,
+      relative_to=ec.relative_to, table_classes=tuple(ec.table_classes))]
 
 
 def resolve_init(config: mlc.ConfigDict) -> mlc.ConfigDict:
@@ -614,7 +475,13 @@ def resolve_init(config: mlc.ConfigDict) -> mlc.ConfigDict:
 
 
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Entry point of ``mode=ssda``; returns the final evaluation."""
+  """Entry point of ``mode=ssda``.
+
+  Returns:
+    The final evaluation (the evaluator record's numbers: ``miou``,
+    ``miou_teacher``, subsets, ...) and ``step``, the step reached (below
+    ``config.train.num_steps`` when the run was preempted).
+  """
   check_method(config.ssda)
   streams = resolve_streams(config)
   config = resolve_init(config)
@@ -622,28 +489,22 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   task = SSDATask(config)
   train_iter = make_train_stream(config, streams, data_dir)
-  evaluator = Evaluator(task, config, mesh, streams["val"], data_dir,
-                        workdir)
-  image_fn = (make_image_fn(task, evaluator, config.eval.num_images)
-              if config.train.image_every else None)
-  state = trainer.fit(config, workdir, task=task, train_iter=train_iter,
+  evaluators = make_evaluators(task, config, mesh, streams["val"], data_dir,
+                               workdir)
+  state = toolkit.run(config, workdir, task=task, train_iter=train_iter,
                       example_batch=example_batch(config), mesh=mesh,
-                      eval_fn=evaluator.run if config.eval.split else None,
-                      image_fn=image_fn)
-  train_iter.close()
+                      evaluators=evaluators if config.eval.split else ())
+  step = int(jax.device_get(state.step))
   result = {}
-  if config.eval.split:
+  if config.eval.split and step >= config.train.num_steps:
     # fit evaluates at the last step when eval_every > 0; reuse that.
-    latest = os.path.join(workdir, "eval", "latest.json")
-    step = int(jax.device_get(state.step))
-    if os.path.isfile(latest):
-      with open(latest) as f:
-        rec = json.load(f)
-      if rec["step"] == step:
-        result = {k: v for k, v in rec.items()
-                  if isinstance(v, (int, float)) and k != "step"}
-    if not result:
-      result = evaluator.run(state)
+    rec = evaluators[0].latest
+    if rec is None or rec["step"] != step:
+      evaluators[0].evaluate(toolkit.models_to_evaluate(state), step)
+      rec = evaluators[0].latest
+    result = {k: v for k, v in rec.items()
+              if isinstance(v, (int, float)) and k != "step"}
+  result["step"] = step
   logging.info("final evaluation: %s", result)
   return result
 

@@ -3,8 +3,8 @@ r"""Mode ``ssl``: semi-supervised segmentation with self-supervised depth.
   python -m sdeseg_jax.main --config=configs/ssl_minicity.py:row=depthmix \
       --workdir=/tmp/ssl_minicity
 
-One optimiser step (REFERENCE_SPEC §4.3-4.5, IJCV §3.3-3.4), all inside the
-jitted ``train_step`` and vectorised over the batch:
+One optimiser step (as the reference's SSL trainer runs it; IJCV §3.3-3.4),
+all inside the jitted ``train_step`` and vectorised over the batch:
 
 1. *Labeled batch* (``batch["labeled"]``): the student on ``color_aug``
    gives the supervised CE (PAD: mean of final and intermediate CE). With
@@ -18,12 +18,13 @@ jitted ``train_step`` and vectorised over the batch:
    ``config.ssl.sde_on_unlabeled``: the student runs on the unmixed
    unlabeled batch; its scale-0 disparity drives DepthMix, and with
    ``sde_on_unlabeled`` the SDE loss of that batch is added too (the
-   reference counts L_D twice per iteration this way, §4.3).
+   reference counts L_D twice per iteration this way).
 4. Mask (DepthMix / ClassMix / CutMix / ones), mix of images, pseudo labels
    and confidences with the same mask (image i with its pair partner i^1),
    strong augmentation, the student on the mixed images and the pseudo-label
-   loss ``q * CE`` (one q per batch, τ = 0.968, §4.5.7). With
-   ``config.ssl.mixed_pose`` (212, §10.17) that forward also runs the pose
+   loss ``q * CE`` (one q per batch, τ = 0.968, as the reference). With
+   ``config.ssl.mixed_pose`` (the reference's 212 rows) that forward also
+   runs the pose
    net on (mixed centre, original neighbour frames): its outputs are unused
    (no gradient reaches the pose net), but its BatchNorm running statistics
    take the update the reference gives them.
@@ -48,9 +49,11 @@ global over the batch, so 1 and N devices give the same step.
 Two data streams (``config.data.labeled``, ``config.data.unlabeled``) come
 from ``pipeline.make_loader`` each and are checkpointed together
 (``seg.NamedIterators``). Evaluation: the student and the EMA teacher on
-``config.data.val`` with each protocol of ``config.eval.protocols``; mIoU,
-per-class IoU, best-so-far; per-class tables in ``<workdir>/iou_tables``;
-TensorBoard panels of predictions and of the DepthMix/ClassMix inputs.
+``config.data.val`` with each protocol of ``config.eval.protocols``
+(``eval.evaluators.SegmentationEvaluator`` named ``segmentation`` for
+``paper`` and ``segmentation_full`` for ``full``): mIoU, per-class IoU,
+best-so-far, in ``<workdir>/eval/<evaluator>/``; TensorBoard panels of
+predictions and of the DepthMix/ClassMix inputs.
 """
 
 from __future__ import annotations
@@ -58,21 +61,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from sdeseg_jax.eval import evaluator as evaluator_lib
+from sdeseg_jax.data import labels as labels_lib
+from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.eval.depth import colorize
-from sdeseg_jax.losses.monodepth import monodepth_loss
 from sdeseg_jax.mixing import masks as masks_lib
 from sdeseg_jax.models import joint
-from sdeseg_jax.models import pretrained
-from sdeseg_jax.train import sde
 from sdeseg_jax.train import seg
-from sdeseg_jax.train import trainer
+from sdeseg_jax.train import step as step_lib
+from sdeseg_jax.train import toolkit
 from sdeseg_jax.utils import sharding as sharding_lib
 
 
@@ -127,8 +128,7 @@ class SSLTask:
   # -- engine interface ----------------------------------------------------
 
   def init(self, rng, batch):
-    lab = batch["labeled"]
-    x, offsets = self._frames(lab, self.sde)
+    x, offsets = self._frames(batch["labeled"], self.sde)
     v = self.model.init({"params": rng, "dropout": rng}, x, offsets,
                         train=False)
     return v["params"], v.get("batch_stats", {})
@@ -136,18 +136,7 @@ class SSLTask:
   def load_pretrained(self, params, batch_stats):
     """ImageNet npz (``config.model.encoder_init`` / ``pose_encoder_init``),
     then the SDE run of ``config.init`` (encoder, decoders, pose)."""
-    mc = self.config.model
-    variables = {"params": params, "batch_stats": batch_stats}
-    if mc.encoder_init:
-      variables = pretrained.merge_variables(
-          variables, pretrained.load_npz(mc.encoder_init), at=("encoder",))
-    if mc.pose_encoder_init and mc.pose:
-      variables = pretrained.merge_variables(
-          variables, pretrained.load_npz(mc.pose_encoder_init),
-          at=("pose", "encoder"))
-    variables = jax.device_get(variables)
-    variables = seg.init_from_sde(variables, self.config.init, mc)
-    return variables["params"], variables["batch_stats"]
+    return toolkit.load_initial_weights(params, batch_stats, self.config)
 
   def loss_fn(self, params, batch_stats, batch, rng, step, teacher=None):
     """The SSL loss of one step; see the module docstring.
@@ -162,9 +151,9 @@ class SSLTask:
         ``config.ssl.unlabeled``).
 
     Returns:
-      ``(loss, (new_batch_stats, metrics))``, and with a teacher
-      ``(loss, (new_batch_stats, metrics, teacher_batch_stats))``: the
-      teacher's statistics after its forward (unchanged in eval mode).
+      ``(loss, TaskAux)``; with ``config.ssl.unlabeled`` its
+      ``teacher_batch_stats`` are the teacher's statistics after its
+      forward (unchanged in eval mode).
     """
     del step
     keys = dict(zip(
@@ -175,7 +164,7 @@ class SSLTask:
     lab = batch["labeled"]
     x, offsets = self._frames(lab, self.sde)
     out, bs = self._apply(params, bs, x, offsets, keys["drop_lab"])
-    l_seg, m = seg.labeled_seg_loss(out, lab["label"])
+    l_seg, m = toolkit.labeled_seg_loss(out, lab["label"])
     metrics.update(m)
     metrics["seg_loss"] = l_seg
     total = self.sc.seg_weight * l_seg
@@ -191,45 +180,24 @@ class SSLTask:
                                             teacher, keys)
       metrics.update(m)
       total = total + l_mix
-      return total, (bs, metrics, mixed["teacher_batch_stats"])
-    return total, (bs, metrics)
+      return total, step_lib.TaskAux(bs, metrics,
+                                     mixed["teacher_batch_stats"])
+    return total, step_lib.TaskAux(bs, metrics)
 
   # -- pieces ----------------------------------------------------------------
 
   def _frames(self, b, with_neighbours: bool):
     """Network input ``[B, T, H, W, 3]`` float and its frame offsets."""
-    x = sde.to_float(b["color_aug"])
-    if with_neighbours:
-      if x.shape[1] != len(self.offsets):
-        raise ValueError(
-            f"the SDE loss needs {len(self.offsets)} frames "
-            f"{self.offsets} per sample, the stream delivers "
-            f"{x.shape[1]} (set its frame_offsets)")
-      return x, self.offsets
-    if x.shape[1] == 1:
-      return x, (0,)
-    if x.shape[1] != len(self.offsets):
-      raise ValueError(f"stream delivers {x.shape[1]} frames but "
-                       f"config.loss.frame_offsets is {self.offsets}")
-    return x[:, self.offsets.index(0)][:, None], (0,)
+    return toolkit.input_frames(b["color_aug"], self.offsets,
+                                with_neighbours)
 
   def _apply(self, params, bs, x, offsets, drop_rng, pose=True):
-    out, new = self.model.apply(
-        {"params": params, "batch_stats": bs}, x, offsets, train=True,
-        pose=pose, rngs={"dropout": drop_rng}, mutable=["batch_stats"])
-    return out, new["batch_stats"]
+    return toolkit.student_apply(self.model, params, bs, x, offsets,
+                                 drop_rng, pose=pose)
 
   def _sde_loss(self, out, b, rng):
     """monodepth2 loss of a sequence batch (non-augmented targets)."""
-    disps = {s: out["disp"][s].astype(jnp.float32)
-             for s in self.loss_cfg.scales}
-    pyramid = {s: sde.to_float(b["pyramid"][f"s{s}"])
-               for s in self.loss_cfg.scales if s > 0}
-    loss, _ = monodepth_loss(
-        disps, sde.to_float(b["color"]), pyramid,
-        sde.cam_T_cam(out, self.offsets), b["K"], b["inv_K"], rng,
-        self.loss_cfg)
-    return loss
+    return toolkit.sde_loss(out, b, self.offsets, self.loss_cfg, rng)[0]
 
   def _unlabeled(self, params, bs, unl, teacher, keys):
     """Teacher, (online depth), mask, mix, augment, pseudo-label loss.
@@ -241,7 +209,7 @@ class SSLTask:
     """
     metrics = {}
     loss = jnp.zeros((), jnp.float32)
-    frames = sde.to_float(unl["color_aug"])
+    frames = toolkit.to_float(unl["color_aug"])
     img = (frames[:, self.offsets.index(0)] if frames.shape[1] > 1
            else frames[:, 0])
     probs, teacher_bs = seg.teacher_probs(
@@ -265,7 +233,8 @@ class SSLTask:
         is_labeled=unl["is_labeled"] if use_gt else None, disp=disp)
     x_mix = seg.strong_augment(self.mix, keys["aug"], mixed["image"])
     if self.sc.mixed_pose:
-      # §10.17: (mixed centre, original neighbours); only the pose
+      # As the reference's 212 rows: (mixed centre, original neighbours);
+      # only the pose
       # encoder's BatchNorm statistics use the pose outputs.
       if frames.shape[1] != len(self.offsets):
         raise ValueError(
@@ -289,11 +258,12 @@ class SSLTask:
 
   # -- evaluation / panels ---------------------------------------------------
 
-  def predict(self, variables, images):
-    """Eval-mode logits ``[B, H, W, C]`` of images ``[B, H, W, 3]``."""
-    out = self.model.apply(variables, images[:, None], (0,), train=False,
-                           pose=False)
-    return out["semantics"]
+  def predict(self, variables, batch):
+    """Eval-mode ``{"logits": [B, H, W, C]}`` of the centre frame of
+    ``batch["color"]`` ``[B, T, H, W, 3]``."""
+    x, offsets = toolkit.input_frames(batch["color"], self.offsets, False)
+    out = self.model.apply(variables, x, offsets, train=False, pose=False)
+    return {"logits": out["semantics"]}
 
   def mix_preview(self, params, batch_stats, teacher, unl, rng):
     """The mixing of one unlabeled batch, for TensorBoard panels.
@@ -311,33 +281,6 @@ class SSLTask:
     del mixed["teacher_batch_stats"]
     mixed["partner"] = masks_lib.pair_partner_index(mixed["mask"].shape[0])
     return mixed
-
-
-def teacher_variables(state) -> dict[str, Any]:
-  """Teacher variables for evaluation in inference mode.
-
-  ``state.ema_batch_stats`` holds the teacher's running statistics of
-  ``config.train.teacher_batch_stats`` (the engine keeps them: its own,
-  the averaged or the copied student statistics).
-  """
-  return {"params": state.ema_params, "batch_stats": state.ema_batch_stats}
-
-
-def models_to_evaluate(state) -> dict[str, Any]:
-  """``{"student": variables[, "teacher": variables]}`` to evaluate."""
-  models = {"student": {"params": state.params,
-                        "batch_stats": state.batch_stats}}
-  if state.ema_params is not None:
-    models["teacher"] = teacher_variables(state)
-  return models
-
-
-def prediction_panels(images: np.ndarray, labels: np.ndarray,
-                      preds: dict[str, np.ndarray]) -> np.ndarray:
-  """``[N, H, (2 + len(preds)) * W, 3]`` uint8: image | GT | predictions."""
-  cols = [np.asarray(images, np.uint8), evaluator_lib.colorize_labels(labels)]
-  cols += [evaluator_lib.colorize_labels(p) for p in preds.values()]
-  return np.concatenate(cols, axis=2)
 
 
 def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
@@ -358,7 +301,7 @@ def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
   mask = np.repeat(mask, 3, axis=-1)
   aug = np.clip(np.asarray(mixed["augmented"]) * 255.0, 0, 255).astype(
       np.uint8)
-  lab = evaluator_lib.colorize_labels(np.asarray(mixed["label"]))
+  lab = labels_lib.colorize_train_ids(np.asarray(mixed["label"]))
   rows = [np.concatenate([img[i], img[partner[i]], d[i], d[partner[i]],
                           mask[i], aug[i], lab[i]], axis=1)
           for i in range(n)]
@@ -373,13 +316,13 @@ def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
 def dataset_path(config: mlc.ConfigDict, workdir: str) -> str:
   """Root of the data, generating MiniCity there first if configured."""
   st = config.data.labeled
-  return sde.ensure_data(
+  return toolkit.ensure_data(
       config, st.path or os.path.join(workdir, "data", "minicity"),
       "config.data.labeled.path")
 
 
 def _stream(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
-  return sde.stream_with_path(stream, stream.path or path)
+  return toolkit.stream_with_path(stream, stream.path or path)
 
 
 def make_train_iterators(config, path: str, mesh, data_dir: str
@@ -401,107 +344,64 @@ def make_train_iterators(config, path: str, mesh, data_dir: str
 
 def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
   """ShapeDtypeStructs of the labeled part (for parameter init)."""
-  st = config.data.labeled
-  h, w = tuple(st.crop_size) if len(st.crop_size) else tuple(st.image_size)
-  t = len(st.frame_offsets)
-  return {"labeled": {"color_aug": jax.ShapeDtypeStruct(
-      (config.train.batch_size, t, h, w, 3), jnp.uint8)}}
+  return toolkit.example_batch(config.data.labeled, config.train.batch_size,
+                               role="labeled")
 
 
-def make_eval_fns(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
-                  data_dir: str, workdir: str):
-  """``(eval_fn, image_fn)`` for ``trainer.fit``."""
-  from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+def make_evaluators(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
+                    data_dir: str, workdir: str):
+  """One segmentation evaluator per protocol of ``config.eval.protocols``
+  (``segmentation`` = paper, ``segmentation_full`` = full)."""
   ec = config.eval
-  repl = sharding_lib.replicated(mesh)
-
-  def batches_fn(stream, limit=None):
-    def gen():
-      loader = pipeline.make_loader(
-          stream, split=ec.split, global_batch_size=ec.batch_size,
-          seed=config.seed, train=False, mesh=mesh, data_dir=data_dir)
-      for i, b in enumerate(loader):
-        if (limit or ec.num_batches) and i >= (limit or ec.num_batches):
-          break
-        yield b
-      loader.close()
-    return gen
-
-  evaluators = {}
+  evaluators = []
   for proto in ec.protocols:
     stream = _stream(config.data.val if proto == "paper"
                      else config.data.val_full, path)
-    evaluators[proto] = evaluator_lib.SegmentationEvaluator(
-        task.predict, batches_fn(stream), num_classes=config.model.num_classes,
-        protocol=proto, input_size=tuple(config.data.val.image_size),
-        centre_index=tuple(sorted(stream.frame_offsets)).index(0),
-        class_names=tuple(ec.class_names))
-  table_dir = os.path.join(workdir, "iou_tables")
+    evaluators.append(evaluators_lib.SegmentationEvaluator(
+        task.predict,
+        lambda s=stream: toolkit.eval_batches(s, config, data_dir),
+        mesh=mesh, workdir=workdir,
+        name="segmentation" if proto == "paper" else f"segmentation_{proto}",
+        num_classes=config.model.num_classes, protocol=proto,
+        input_size=tuple(config.data.val.image_size),
+        offsets=stream.frame_offsets, class_names=tuple(ec.class_names)))
+  return evaluators
 
-  def eval_fn(state):
-    step = int(jax.device_get(state.step))
-    models = models_to_evaluate(state)
-    res = {}
-    for proto, ev in evaluators.items():
-      scores = ev.evaluate(models, step)
-      if jax.process_index() == 0:
-        evaluator_lib.write_tables(
-            table_dir, scores, step=step,
-            final=step >= config.train.num_steps, prefix=f"{proto}_",
-            class_names=ev.class_names)
-      for name, s in scores.items():
-        res[f"{proto}/{name}/miou"] = float(s["miou"])
-        res[f"{proto}/{name}/best_miou"] = float(s["best_miou"])
-        res[f"{proto}/{name}/overall_acc"] = float(s["overall_acc"])
-        for c, v in enumerate(s["iou"]):
-          res[f"{proto}/{name}/iou/{ev.class_names[c]}"] = float(v)
-    logging.info("step %d eval: %s", step,
-                 {k: round(v, 4) for k, v in res.items()
-                  if k.endswith("/miou")})
-    return res
 
-  predict = jax.jit(task.predict, out_shardings=repl)
-  preview = jax.jit(task.mix_preview, out_shardings=repl)
-  val_stream = _stream(config.data.val, path)
+def make_mix_image_fn(task: SSLTask, config: mlc.ConfigDict, path: str,
+                      mesh, data_dir: str):
+  """TensorBoard panels of the mixing of one unlabeled batch."""
+  preview = jax.jit(task.mix_preview,
+                    out_shardings=sharding_lib.replicated(mesh))
   panel_batch = {}
 
   def image_fn(state):
-    b = next(batches_fn(val_stream, limit=1)())
-    host = jax.device_get(b)
-    c = tuple(sorted(val_stream.frame_offsets)).index(0)
-    images = host["color"][:, c][:ec.num_images]
-    x = b["color"][:, c].astype(jnp.float32) / 255.0
-    preds = {name: np.argmax(jax.device_get(predict(v, x)), -1)[
-        :ec.num_images] for name, v in models_to_evaluate(state).items()}
-    out = {"predictions": prediction_panels(
-        images, host["label"][:ec.num_images], preds)}
-    if config.ssl.unlabeled:
-      if "unl" not in panel_batch:
-        its = make_train_iterators(config, path, mesh, data_dir)
-        panel_batch["unl"] = next(its)["unlabeled"]
-        its.close()
-      mixed = jax.device_get(preview(
-          state.params, state.batch_stats,
-          (state.ema_params, state.ema_batch_stats), panel_batch["unl"],
-          jax.random.PRNGKey(0)))
-      out["mix_panels"] = mix_panels(mixed)[:ec.num_images]
-    return out
+    if "unl" not in panel_batch:
+      its = make_train_iterators(config, path, mesh, data_dir)
+      panel_batch["unl"] = next(its)["unlabeled"]
+      its.close()
+    mixed = jax.device_get(preview(
+        state.params, state.batch_stats,
+        (state.ema_params, state.ema_batch_stats), panel_batch["unl"],
+        jax.random.PRNGKey(0)))
+    return {"mix_panels": mix_panels(mixed)[:config.eval.num_images]}
 
-  return eval_fn, image_fn
+  return image_fn
 
 
-def run(config: mlc.ConfigDict, workdir: str) -> None:
-  """Entry point of ``mode=ssl``."""
+def run(config: mlc.ConfigDict, workdir: str):
+  """Entry point of ``mode=ssl``; returns the final state."""
   mesh = sharding_lib.make_mesh()
   path = dataset_path(config, workdir)
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   task = SSLTask(config)
   its = make_train_iterators(config, path, mesh, data_dir)
-  eval_fn = image_fn = None
+  evaluators, image_fn = [], None
   if config.eval.split:
-    eval_fn, image_fn = make_eval_fns(task, config, mesh, path, data_dir,
-                                      workdir)
-  trainer.fit(config, workdir, task=task, train_iter=its,
-              example_batch=example_batch(config), mesh=mesh,
-              eval_fn=eval_fn, image_fn=image_fn)
-  its.close()
+    evaluators = make_evaluators(task, config, mesh, path, data_dir,
+                                 workdir)
+    if config.ssl.unlabeled:
+      image_fn = make_mix_image_fn(task, config, path, mesh, data_dir)
+  return toolkit.run(config, workdir, task=task, train_iter=its, mesh=mesh,
+                     example_batch=example_batch(config),
+                     evaluators=evaluators, image_fn=image_fn)

@@ -10,8 +10,9 @@ Mean teacher (``state.ema_params`` is not None): the task receives
 parameters become the EMA of the student's, and ``state.ema_batch_stats``
 follows ``config.train.teacher_batch_stats`` (``mixing.teacher``): ``"own"``
 (reference) stores the statistics the teacher's own train-mode forwards
-produced in this step, which the task returns as the third element of its
-aux; ``"ema"`` averages the student's; ``"student"`` copies them.
+produced in this step, which the task returns in its aux
+(``TaskAux.teacher_batch_stats``); ``"ema"`` averages the student's;
+``"student"`` copies them.
 
 Sharding: the step is jitted over a 1-D ``("data",)`` mesh with the state
 replicated and the batch split along its leading axis
@@ -25,7 +26,7 @@ for its single-GPU runs).
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -40,26 +41,49 @@ Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 
 
+class TaskAux(NamedTuple):
+  """What a task's ``loss_fn`` returns beside the loss.
+
+  Attributes:
+    batch_stats: the student's BatchNorm statistics after the step's
+      train-mode forwards.
+    metrics: scalars to log.
+    teacher_batch_stats: the mean teacher's statistics after its own
+      train-mode forwards of the step (its input statistics when it ran in
+      inference mode), or None when the task did not run the teacher; the
+      engine stores them under ``config.train.teacher_batch_stats="own"``
+      and ignores them otherwise.
+  """
+  batch_stats: Any
+  metrics: Metrics
+  teacher_batch_stats: Any = None
+
+
 class Task(Protocol):
   """What a training mode supplies to the shared engine.
 
   ``loss_fn`` is called inside ``jax.jit``/``jax.grad``; it must be pure.
   When the state carries a mean teacher, it is also given
-  ``teacher=(ema_params, ema_batch_stats)`` (never differentiated), and may
-  return ``(loss, (new_batch_stats, metrics, new_teacher_batch_stats))``:
-  the teacher's BatchNorm statistics after its train-mode forwards of the
-  step (its input statistics when it ran in inference mode or not at all).
-  A 2-tuple aux leaves the teacher's statistics to the other sources.
+  ``teacher=(ema_params, ema_batch_stats)`` (never differentiated).
+  ``load_pretrained`` runs once on the host for a fresh run (not on
+  resume); ``predict`` is the eval-mode forward the evaluators call.
   """
 
   def init(self, rng: jax.Array, batch: Batch) -> tuple[Any, Any]:
     """Returns ``(params, batch_stats)`` for a model fed ``batch``."""
 
+  def load_pretrained(self, params, batch_stats) -> tuple[Any, Any]:
+    """Host-side initial weights (``toolkit.load_initial_weights``):
+    returns ``(params, batch_stats)`` as numpy trees."""
+
   def loss_fn(self, params, batch_stats, batch: Batch, rng: jax.Array,
-              step: jax.Array, **kwargs
-              ) -> tuple[jax.Array, tuple[Any, Metrics]]:
-    """Returns ``(loss, (new_batch_stats, metrics[, teacher_stats]))``;
-    metrics are scalars."""
+              step: jax.Array, **kwargs) -> tuple[jax.Array, TaskAux]:
+    """Returns ``(loss, TaskAux)``; metrics are scalars."""
+
+  def predict(self, variables, batch: Batch) -> dict[str, jax.Array]:
+    """Eval-mode outputs of ``batch`` (``color`` ``[B, T, H, W, 3]``):
+    ``logits`` ``[B, H, W, C]``, ``disp`` ``[B, H, W, 1]``, ``cam_T_cam``
+    ``{f: [B, 4, 4]}``, as the task has them."""
 
 
 def train_step(state: TrainState, batch: Batch, *, task: Task,
@@ -92,11 +116,10 @@ def train_step(state: TrainState, batch: Batch, *, task: Task,
 
   (loss, aux), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  if len(aux) not in (2, 3):
-    raise ValueError("task.loss_fn must return (loss, (batch_stats, metrics"
-                     f"[, teacher_batch_stats])), got an aux of {len(aux)}")
-  new_batch_stats, metrics = aux[:2]
-  teacher_stats = jax.lax.stop_gradient(aux[2]) if len(aux) == 3 else None
+  aux = TaskAux(*aux)
+  new_batch_stats, metrics = aux.batch_stats, aux.metrics
+  teacher_stats = (None if aux.teacher_batch_stats is None else
+                   jax.lax.stop_gradient(aux.teacher_batch_stats))
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)

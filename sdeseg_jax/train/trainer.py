@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -78,26 +78,47 @@ def create_state_fn(task: step_lib.Task, config: mlc.ConfigDict,
   return create
 
 
-class _Preemption:
-  """Sets a flag on SIGTERM; the loop saves and exits after the step."""
+class PreemptionGuard:
+  """Sets a flag on SIGTERM; the loop saves and exits after the step.
+
+  Guards nest (a command running several trainings, e.g. the demo, holds
+  one around all of them): they share one flag, so a SIGTERM that arrives
+  between two runs or while one prepares its data stops the next run after
+  its first step, and ``requested`` stays set until the outermost guard
+  exits. Only the main thread can install the handler; elsewhere the guard
+  only reads the flag.
+  """
+
+  _depth = 0
+  _requested = False
 
   def __init__(self):
-    self.requested = False
     self._old = None
 
+  @property
+  def requested(self) -> bool:
+    return PreemptionGuard._requested
+
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+    if PreemptionGuard._depth == 0:
+      PreemptionGuard._requested = False
+      if threading.current_thread() is threading.main_thread():
+        self._old = signal.signal(signal.SIGTERM, self._handle)
+    PreemptionGuard._depth += 1
     return self
 
-  def _handle(self, signum, frame):
+  @staticmethod
+  def _handle(signum, frame):
     del signum, frame
     logging.warning("SIGTERM: finishing the step, saving, then exiting.")
-    self.requested = True
+    PreemptionGuard._requested = True
 
   def __exit__(self, *exc):
+    PreemptionGuard._depth -= 1
     if self._old is not None:
       signal.signal(signal.SIGTERM, self._old)
+    if PreemptionGuard._depth == 0:
+      PreemptionGuard._requested = False
 
 
 def _load_pretrained(task, state: TrainState) -> TrainState:
@@ -128,11 +149,31 @@ def _check_finite(step: int, metrics: dict[str, Any], ckpt) -> None:
       f"{ckpt.directory}. Lower the learning rate or check the data.")
 
 
+def _models(state: TrainState) -> dict[str, Any]:
+  """``{"student"[, "teacher"]}`` variables (``toolkit.models_to_evaluate``)."""
+  from sdeseg_jax.train import toolkit  # pylint: disable=g-import-not-at-top
+  return toolkit.models_to_evaluate(state)
+
+
+def _run_evaluators(evaluators, state: TrainState, step: int
+                    ) -> dict[str, float]:
+  """Every evaluator's scalars as ``eval/<evaluator>/<model>/<metric>``."""
+  out = {}
+  for ev in evaluators:
+    scalars = ev.evaluate(_models(state), step)
+    out.update({f"eval/{ev.name}/{k}": v for k, v in scalars.items()})
+    logging.info("step %d %s: %s", step, ev.name,
+                 {k: round(v, 4) for k, v in scalars.items()
+                  if k.endswith("/miou") or k.endswith("/abs_rel")})
+  return out
+
+
 def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
         train_iter: Iterator[Any], example_batch: Any,
         mesh: jax.sharding.Mesh | None = None,
         eval_fn: EvalFn | None = None,
-        image_fn: ImageFn | None = None) -> TrainState:
+        image_fn: ImageFn | None = None,
+        evaluators: Sequence[Any] = ()) -> TrainState:
   """Trains ``task`` for ``config.train.num_steps`` steps, resuming if possible.
 
   Args:
@@ -148,6 +189,11 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
     mesh: the data mesh (default: all devices).
     eval_fn: ``state -> {name: scalar}``, run every ``eval_every`` steps.
     image_fn: ``state -> {name: [N, H, W, C] uint8}``, every ``image_every``.
+    evaluators: ``eval.evaluators`` plug-ins, run every ``eval_every``
+      steps on ``toolkit.models_to_evaluate(state)`` (scalars
+      ``eval/<evaluator>/<model>/<metric>``) and asked for image panels
+      every ``image_every`` steps; their state (best so far) is saved with
+      every checkpoint and restored on resume.
 
   Returns:
     The final state (also on preemption, after the forced save).
@@ -173,6 +219,10 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
     state = ckpt.restore(
         None, ckpt_lib.abstract_like(shapes, sharding_lib.replicated(mesh)),
         data_iter if checkpointable else None)
+    saved = ckpt.restore_eval_state() if evaluators else None
+    for ev in evaluators:
+      if saved and ev.name in saved:
+        ev.set_state(saved[ev.name])
   else:
     state = jax.jit(create, out_shardings=state_sh)()
     if hasattr(task, "load_pretrained"):
@@ -190,7 +240,7 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
 
   pending = None  # (step, metrics) of the previous step, checked lazily
   history = []
-  with _Preemption() as preempt:
+  with PreemptionGuard() as preempt:
     while step < tc.num_steps:
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = to_global(next(train_iter), mesh)
@@ -212,18 +262,28 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
                         optim.learning_rates(config.optim, step - 1).items()})
         writer.write_scalars(step, scalars)
         history = []
-      if eval_fn is not None and itstime(step, tc.eval_every, tc.num_steps):
-        writer.write_scalars(step, {f"eval/{k}": v
-                                    for k, v in eval_fn(state).items()})
-      if image_fn is not None and itstime(step, tc.image_every,
-                                          tc.num_steps):
-        writer.write_images(step, image_fn(state))
+      if itstime(step, tc.eval_every, tc.num_steps):
+        if eval_fn is not None:
+          writer.write_scalars(step, {f"eval/{k}": v
+                                      for k, v in eval_fn(state).items()})
+        if evaluators:
+          writer.write_scalars(step, _run_evaluators(evaluators, state,
+                                                     step))
+      if itstime(step, tc.image_every, tc.num_steps):
+        if image_fn is not None:
+          writer.write_images(step, image_fn(state))
+        for ev in evaluators:
+          writer.write_images(step, {
+              f"{ev.name}/{k}": v for k, v in ev.images(
+                  _models(state), config.eval.num_images).items()})
       stop = preempt.requested or (jax.process_count() > 1 and
                                    ckpt.reached_preemption(step))
       if itstime(step, tc.checkpoint_every, tc.num_steps) or stop:
         _check_finite(*pending, ckpt)
         ckpt.save(step, state, data_iter if checkpointable else None,
-                  config)
+                  config, eval_state=({ev.name: ev.get_state()
+                                       for ev in evaluators}
+                                      if evaluators else None))
       if stop:
         logging.warning("preempted: saved step %d, exiting.", step)
         break
