@@ -47,39 +47,26 @@ def ssda_batch(b: int, k: int, h: int, w: int, seed: int = 0):
 
 
 def mix_part(task, batch, rng, num_classes):
-  """MGS + CDM/TDM masks + mixing + strong augmentation (no network)."""
+  """MGS + CDM/TDM masks + mixing + strong augmentation (no network).
+
+  The step's own code (``SSDATask.select_source``, ``cdm_inputs``,
+  ``tdm_inputs`` and ``mixing.consistency.mixed_batch``, which
+  ``consistency_loss`` runs before the student), with stand-in teacher
+  probabilities in place of the teacher's forward (the network part is not
+  timed here).
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  # pylint: disable=g-import-not-at-top
-  from sdeseg_jax.mixing import augment
-  from sdeseg_jax.mixing import masks
-  from sdeseg_jax.mixing import mix
-  from sdeseg_jax.mixing import pseudo_label
-  from sdeseg_jax.train import ssda
-  # pylint: enable=g-import-not-at-top
-  sc = task.sc
+  from sdeseg_jax.mixing import consistency  # pylint: disable=g-import-not-at-top
   unl = batch["unlabeled"]
   src, _, _ = task.select_source(batch["source"], unl["pseudo_depth"])
-  k1, k2, k3, k4 = jax.random.split(rng, 4)
-  x_u = unl["color"][:, 0].astype(jnp.float32) / 255
-  x_s = src["color"][:, 0].astype(jnp.float32) / 255
-  shape = x_u.shape[:3]
-  # Stand-in teacher probabilities (the network part is not timed here).
+  k1, k2, k3, k4, k5 = jax.random.split(rng, 5)
+  shape = unl["label"].shape
   probs = jax.nn.softmax(jax.random.normal(k4, shape + (num_classes,)), -1)
-  conf_t, y_t = pseudo_label.target_pseudo_labels(probs, unl["label"],
-                                                  unl["is_labeled"])
-  m = ssda.cross_domain_mask(sc, k1, src, unl, num_classes)
-  cdm = mix.cross_domain_mix(m, {"x": x_s, "y": src["label"]},
-                             {"x": x_u, "y": y_t})
-  wt = pseudo_label.cross_domain_pixel_weights(m, conf_t)
-  partner = masks.pair_partner_index(shape[0])
-  mt = masks.depth_mix_mask(masks.normalize_disparity(unl["pseudo_depth"]),
-                            partner)
-  conf, y = mix.mix_teacher_targets(mt, probs, partner, unl["label"],
-                                    unl["is_labeled"])
-  tdm = mix.mix_with_partner(mt, x_u, partner)
-  return (augment.strong_augment(k2, cdm["x"]), cdm["y"], wt,
-          augment.strong_augment(k3, tdm), y, conf)
+  cdm = consistency.mixed_batch(task.mix, *task.cdm_inputs(src, unl, probs),
+                                mask_rng=k1, aug_rng=k2)
+  tdm = consistency.mixed_batch(task.mix, *task.tdm_inputs(unl, probs),
+                                mask_rng=k5, aug_rng=k3)
+  return cdm, tdm
 
 
 def run(args) -> dict:

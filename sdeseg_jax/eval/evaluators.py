@@ -77,6 +77,17 @@ def _jsonable(x):
   raise TypeError(f"not JSON-able: {type(x)}")
 
 
+def first_batch(batches_fn: BatchesFn) -> Mapping[str, Any]:
+  """The first batch of a pass (the pass is closed after it)."""
+  it = iter(batches_fn())
+  try:
+    return next(it)
+  finally:
+    close = getattr(it, "close", None)
+    if close is not None:
+      close()
+
+
 def output_dir(workdir: str, name: str) -> str:
   """``<workdir>/eval/<name>``: where evaluator ``name`` writes."""
   return os.path.join(workdir, "eval", name)
@@ -278,7 +289,7 @@ class SegmentationEvaluator:
              ) -> dict[str, np.ndarray]:
     """``{"predictions": [N, H, (2 + M) W, 3]}``: image | GT | each model."""
     from sdeseg_jax.data import labels as labels_lib  # pylint: disable=g-import-not-at-top
-    batch = next(iter(self.batches_fn()))
+    batch = first_batch(self.batches_fn)
     b = self._device(batch)
     host = gather({"color": np.asarray(batch["color"])[:, self.centre_index],
                    "label": np.asarray(batch["label"])})
@@ -360,7 +371,7 @@ class DepthEvaluator:
   def images(self, models: Mapping[str, Any], num: int
              ) -> dict[str, np.ndarray]:
     """``{"depth_panels"}``: image | disparity | GT inverse depth."""
-    batch = next(iter(self.batches_fn()))
+    batch = first_batch(self.batches_fn)
     host = gather({k: np.asarray(batch[k]) for k in ("color", "depth")
                    if k in batch})
     variables = next(iter(models.values()))

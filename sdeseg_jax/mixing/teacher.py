@@ -1,4 +1,4 @@
-"""Mean-teacher (EMA) update as pure functions (REFERENCE_SPEC §4.4).
+"""The mean teacher: its EMA update and its forward, as pure functions.
 
 The reference averages only the *parameters* of the student into the teacher
 after every optimiser step, with a warm-up decay
@@ -12,7 +12,7 @@ BatchNorm running statistics of the teacher (``BATCH_STATS_SOURCES``):
 * ``"own"`` (reference): the teacher is a separate module whose buffers are
   never averaged; it runs in train mode to make pseudo labels, so each of
   its forwards (one per mixing branch) updates its *own* running statistics,
-  and evaluating the teacher uses them (§11 "BatchNorm"). The caller passes
+  and evaluating the teacher uses them. The caller passes
   the statistics its forwards produced in this step.
 * ``"ema"``: the student's running statistics averaged with the same decay
   as the parameters (not in the reference; pairs with an inference-mode
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 PyTree = Any
+TEACHER_MODES = ("train", "eval")
 
 
 def ema_decay(step, max_decay: float = 0.99) -> jax.Array:
@@ -112,3 +113,65 @@ def update_teacher(
   if batch_stats_source == "ema":
     return new_params, ema_update(ema_batch_stats, batch_stats, decay)
   return new_params, batch_stats  # "student"
+
+
+def check_teacher_config(teacher_mode: str, teacher_batch_stats: str,
+                         mode_key: str = "config.mix.teacher_mode") -> None:
+  """Raises ValueError unless the teacher mode and statistics source fit.
+
+  Args:
+    teacher_mode: ``train`` or ``eval`` (read from ``mode_key``).
+    teacher_batch_stats: ``config.train.teacher_batch_stats``, one of
+      ``mixing.teacher.BATCH_STATS_SOURCES``.
+    mode_key: the config key of ``teacher_mode``, for the message.
+  """
+  if teacher_mode not in TEACHER_MODES:
+    raise ValueError(f"{mode_key}={teacher_mode!r}; choose one of "
+                     f"{TEACHER_MODES}")
+  if teacher_batch_stats not in BATCH_STATS_SOURCES:
+    raise ValueError(
+        f"config.train.teacher_batch_stats={teacher_batch_stats!r}; choose "
+        f"one of {BATCH_STATS_SOURCES}")
+  if teacher_mode == "eval" and teacher_batch_stats == "own":
+    raise ValueError(
+        f"{mode_key}='eval' runs the teacher on its running BatchNorm "
+        "statistics, and an inference-mode teacher never updates its own: "
+        "with config.train.teacher_batch_stats='own' they would stay at "
+        "their initial values. Set config.train.teacher_batch_stats to "
+        "'ema' (averaged student statistics) or 'student'")
+
+
+def teacher_probs(model, teacher: tuple[Any, Any], images: jax.Array,
+                  rng: jax.Array, mode: str) -> tuple[jax.Array, Any]:
+  """Mean-teacher class probabilities of single frames (stop-gradient).
+
+  Args:
+    model: the flax segmentation net (``SegDepthNet``).
+    teacher: ``(ema_params, ema_batch_stats)``.
+    images: ``[B, H, W, 3]`` float in [0, 1].
+    rng: dropout key (train mode).
+    mode: ``"train"``: as the reference, BatchNorm normalises with the
+      statistics of this batch and ASPP dropout is active; the teacher's
+      running statistics take one momentum update from this batch (the
+      reference's teacher is a module of its own in train mode).
+      ``"eval"``: running statistics, no dropout, statistics unchanged.
+
+  Returns:
+    ``(probs, batch_stats)``: ``[B, H, W, C]`` float32 softmax and the
+    teacher's BatchNorm statistics after this forward (the pose net's, which
+    the teacher never runs, unchanged).
+  """
+  params, batch_stats = teacher
+  variables = {"params": params, "batch_stats": batch_stats}
+  x = images[:, None]
+  if mode == "train":
+    out, new = model.apply(variables, x, (0,), train=True, pose=False,
+                           rngs={"dropout": rng}, mutable=["batch_stats"])
+    batch_stats = new["batch_stats"]
+  elif mode == "eval":
+    out = model.apply(variables, x, (0,), train=False, pose=False)
+  else:
+    raise ValueError(f"teacher mode must be one of {TEACHER_MODES}, got "
+                     f"{mode!r}")
+  probs = jax.nn.softmax(out["semantics"].astype(jnp.float32), axis=-1)
+  return jax.lax.stop_gradient((probs, batch_stats))

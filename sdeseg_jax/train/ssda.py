@@ -68,11 +68,12 @@ import numpy as np
 from sdeseg_jax.data import streams as streams_lib
 from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.losses.segmentation import cross_entropy
-from sdeseg_jax.mixing import augment
+from sdeseg_jax.mixing import consistency
 from sdeseg_jax.mixing import geometry_match
 from sdeseg_jax.mixing import masks as masks_lib
 from sdeseg_jax.mixing import mix as mix_lib
 from sdeseg_jax.mixing import pseudo_label
+from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import export
 from sdeseg_jax.train import seg
@@ -161,6 +162,31 @@ def cross_domain_mask(sc, rng: jax.Array, source: dict[str, Any],
   raise ValueError(f"config.ssda.cdm={sc.cdm!r} has no mask")
 
 
+# The keys of ``config.ssda`` that are ``config.mix`` keys of the shared
+# mixing section (``mixing.consistency.mix_config``).
+_MIX_KEYS = ("margin", "tau", "augment", "teacher_mode", "jitter_prob",
+             "blur_prob", "per_image_q")
+
+
+def mix_settings(config: mlc.ConfigDict) -> mlc.ConfigDict:
+  """The mixing section the TDM and CDM run with.
+
+  ``config.mix`` when the config has one (the section SSL uses), else the
+  mixing keys of ``config.ssda`` over ``consistency.mix_config``'s values
+  (DepthMix on the pseudo-disparity, one-hot GT for labeled images).
+  """
+  if "mix" in config:
+    cfg = consistency.mix_config(**config.mix.to_dict())
+  else:
+    cfg = consistency.mix_config(**{k: config.ssda[k] for k in _MIX_KEYS
+                                    if k in config.ssda})
+  cfg.mask = "depthmix"
+  consistency.check_mix_config(
+      cfg, teacher_batch_stats=config.train.teacher_batch_stats,
+      prefix="config.mix" if "mix" in config else "config.ssda")
+  return cfg
+
+
 class SSDATask:
   """The SSDA task for ``trainer.fit`` (see ``step.Task``)."""
 
@@ -168,9 +194,10 @@ class SSDATask:
     self.config = config
     self.sc = config.ssda
     check_method(self.sc)
-    seg.check_teacher_config(self.sc.teacher_mode,
-                             config.train.teacher_batch_stats,
-                             "config.ssda.teacher_mode")
+    teacher_lib.check_teacher_config(self.sc.teacher_mode,
+                                     config.train.teacher_batch_stats,
+                                     "config.ssda.teacher_mode")
+    self.mix = mix_settings(config)
     self.model = joint.from_config(config.model)
     self.centre = {r: toolkit.centre_index(config.data[r].frame_offsets)
                    for r in ("target", "source", "unlabeled", "val")
@@ -230,6 +257,38 @@ class SSDATask:
     return geometry_match.select_matching(
         target_disp, source["pseudo_depth"], cand, crit,
         self.config.loss.min_depth, self.config.loss.max_depth)
+
+  def cdm_inputs(self, src, unl, probs) -> consistency.IntraBatch:
+    """The cross-domain mix's ``consistency_loss`` arguments: source pair i
+    pasted onto union target i (mask ``cross_domain_mask``), labels source
+    GT / target teacher argmax (GT for labeled target images), weights 1 on
+    source pixels and ``q_t`` on target pixels."""
+    x_s = _centre(src["color"], self.centre["source"])
+    x_u = _centre(unl["color"], self.centre["unlabeled"])
+    conf_t, y_t = pseudo_label.target_pseudo_labels(
+        probs, unl["label"], unl["is_labeled"])
+
+    def mask_fn(rng):
+      return cross_domain_mask(self.sc, rng, src, unl,
+                               self.config.model.num_classes)
+
+    def target_fn(mask):
+      return mix_lib.cross_domain_mix(mask, src["label"], y_t), conf_t
+
+    def weight_fn(mask, conf):
+      return pseudo_label.cross_domain_pixel_weights(mask, conf, self.sc.tau)
+
+    return consistency.IntraBatch(x_s, x_u, mask_fn, target_fn, weight_fn)
+
+  def tdm_inputs(self, unl, probs) -> consistency.IntraBatch:
+    """The target-domain DepthMix's ``consistency_loss`` arguments: the
+    intra-batch mix of ``config.mix`` (pairs (2k, 2k+1), one-hot GT for
+    labeled images) on the union batch's pseudo-disparity."""
+    x_u = _centre(unl["color"], self.centre["unlabeled"])
+    return consistency.intra_batch(
+        self.mix, x_u, probs, labels=unl["label"],
+        is_labeled=unl["is_labeled"],
+        disp=_mask_disp(unl["pseudo_depth"], self.sc.depth_scale))
 
   def loss_fn(self, params, batch_stats, batch, rng, step, teacher=None):
     """SSDA loss of one step; see the module docstring.
@@ -291,45 +350,39 @@ class SSDATask:
       x_u = _centre(unl["color"], self.centre["unlabeled"])
       t_params, t_bs = teacher
 
+    def student(drop_rng):
+      def fn(x_mix):
+        out_m, new_bs = self._student(params, bs, x_mix[:, None], (0,),
+                                      drop_rng)
+        return out_m["semantics"], new_bs
+      return fn
+
     # 3. Cross-domain mix (source -> union target).
     if sc.cdm != "none":
-      probs, t_bs = seg.teacher_probs(self.model, (t_params, t_bs), x_u,
-                                      k_teach, sc.teacher_mode)
-      conf_t, y_t = pseudo_label.target_pseudo_labels(
-          probs, unl["label"], unl["is_labeled"])
-      mask = cross_domain_mask(sc, k_cdm_mask, src, unl,
-                               self.config.model.num_classes)
-      mixed = mix_lib.cross_domain_mix(mask, {"x": x_s, "y": src["label"]},
-                                       {"x": x_u, "y": y_t})
-      w = pseudo_label.cross_domain_pixel_weights(mask, conf_t, sc.tau)
-      x_m = augment.strong_augment(k_cdm_aug, mixed["x"], sc.augment)
-      out_m, bs = self._student(params, bs, x_m[:, None], (0,), k_cdm_drop)
-      l_cdm = cross_entropy(out_m["semantics"], mixed["y"], pixel_weights=w)
+      probs, t_bs = teacher_lib.teacher_probs(
+          self.model, (t_params, t_bs), x_u, k_teach, sc.teacher_mode)
+      l_cdm, mixed, bs = consistency.consistency_loss(
+          self.mix, *self.cdm_inputs(src, unl, probs),
+          student_fn=student(k_cdm_drop), mask_rng=k_cdm_mask,
+          aug_rng=k_cdm_aug)
       metrics.update(
           cdm_loss=l_cdm,
-          cdm_q_target=pseudo_label.confidence_weight(conf_t, sc.tau),
-          cdm_source_fraction=jnp.mean(mask))
+          cdm_q_target=pseudo_label.confidence_weight(mixed.conf, sc.tau),
+          cdm_source_fraction=jnp.mean(mixed.mask))
       loss = loss + sc.cdm_weight * l_cdm
 
     # 4. Target-domain DepthMix inside the union batch.
     if sc.tdm:
       # The reference's second teacher forward: another dropout draw and
       # another update of the teacher's running statistics.
-      probs, t_bs = seg.teacher_probs(
+      probs, t_bs = teacher_lib.teacher_probs(
           self.model, (t_params, t_bs), x_u,
           jax.random.fold_in(k_teach, 1), sc.teacher_mode)
-      partner = masks_lib.pair_partner_index(x_u.shape[0])
-      d_u = _mask_disp(unl["pseudo_depth"], sc.depth_scale)
-      mask = masks_lib.depth_mix_mask(d_u, partner, sc.margin)
-      conf, y = mix_lib.mix_teacher_targets(
-          mask, probs, partner, unl["label"], unl["is_labeled"])
-      x_m = augment.strong_augment(
-          k_tdm_aug, mix_lib.mix_with_partner(mask, x_u, partner),
-          sc.augment)
-      q = pseudo_label.pixel_weights(conf, sc.tau)
-      out_m, bs = self._student(params, bs, x_m[:, None], (0,), k_tdm_drop)
-      l_tdm = cross_entropy(out_m["semantics"], y, pixel_weights=q)
-      metrics.update(tdm_loss=l_tdm, tdm_q=jnp.mean(q))
+      l_tdm, mixed, bs = consistency.consistency_loss(
+          self.mix, *self.tdm_inputs(unl, probs),
+          student_fn=student(k_tdm_drop),
+          mask_rng=jax.random.fold_in(k_tdm_aug, 1), aug_rng=k_tdm_aug)
+      metrics.update(tdm_loss=l_tdm, tdm_q=jnp.mean(mixed.weight))
       loss = loss + sc.tdm_weight * l_tdm
     if sc.cdm != "none" or sc.tdm:
       return loss, step_lib.TaskAux(bs, metrics, t_bs)
@@ -509,39 +562,43 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   return result
 
 
-def mix_examples(task: SSDATask, batch: dict[str, Any]) -> dict[str, Any]:
-  """Host-side DepthMix illustration of one training batch (report panels).
+def mix_examples(task: SSDATask, batch: dict[str, Any],
+                 rng: jax.Array | None = None) -> dict[str, Any]:
+  """The CDM and TDM of one training batch, for the report's panels.
+
+  Runs the step's own code (``select_source``, ``cdm_inputs``,
+  ``tdm_inputs``, ``consistency.mixed_batch``) with uniform stand-in teacher
+  probabilities (the images and masks do not depend on them).
 
   Args:
-    task: the task (reads its ``config.ssda``).
+    task: the task.
     batch: a ``make_train_stream`` batch with ``source`` and ``unlabeled``.
+    rng: key of the mask and augmentation draws (default ``PRNGKey(0)``).
 
   Returns:
     numpy ``target``/``source`` images [B, H, W, 3] float, the cross-domain
-    mix ``cdm`` and mask ``cdm_mask`` (margin +m, no sign flip), the
-    target-domain mix ``tdm`` and mask ``tdm_mask``, and the MGS choice
-    ``mgs_index`` [B] (or None).
+    mix ``cdm`` and mask ``cdm_mask``, the target-domain mix ``tdm`` and
+    mask ``tdm_mask``, and the MGS choice ``mgs_index`` [B] (or None).
   """
-  sc = task.sc
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  c = task.config.model.num_classes
 
-  def examples(unl, src):
+  def examples(unl, src, rng):
     idx = None
-    if sc.mgs:
+    if task.sc.mgs:
       src, idx, _ = task.select_source(src, unl["pseudo_depth"])
-    x_u = _centre(unl["color"], task.centre["unlabeled"])
-    x_s = _centre(src["color"], task.centre["source"])
-    d_u = _mask_disp(unl["pseudo_depth"], sc.depth_scale)
-    d_s = _mask_disp(src["pseudo_depth"], sc.depth_scale)
-    cdm_mask = masks_lib.depth_compare_mask(d_s, d_u, sc.margin)
-    partner = masks_lib.pair_partner_index(x_u.shape[0])
-    tdm_mask = masks_lib.depth_mix_mask(d_u, partner, sc.margin)
-    return dict(target=x_u, source=x_s,
-                cdm=mix_lib.cross_domain_mix(cdm_mask, x_s, x_u),
-                cdm_mask=cdm_mask,
-                tdm=mix_lib.mix_with_partner(tdm_mask, x_u, partner),
-                tdm_mask=tdm_mask, mgs_index=idx)
+    probs = jnp.full(unl["label"].shape + (c,), 1.0 / c, jnp.float32)
+    k_cdm, k_tdm, k_aug = jax.random.split(rng, 3)
+    cdm = consistency.mixed_batch(task.mix, *task.cdm_inputs(src, unl, probs),
+                                  mask_rng=k_cdm, aug_rng=k_aug)
+    tdm = consistency.mixed_batch(task.mix, *task.tdm_inputs(unl, probs),
+                                  mask_rng=k_tdm, aug_rng=k_aug)
+    return dict(target=_centre(unl["color"], task.centre["unlabeled"]),
+                source=_centre(src["color"], task.centre["source"]),
+                cdm=cdm.image, cdm_mask=cdm.mask, tdm=tdm.image,
+                tdm_mask=tdm.mask, mgs_index=idx)
 
-  keys = ("color", "pseudo_depth")
+  keys = ("color", "pseudo_depth", "label", "is_labeled")
   unl = {k: batch["unlabeled"][k] for k in keys}
-  src = {k: batch["source"][k] for k in keys}
-  return jax.device_get(jax.jit(examples)(unl, src))
+  src = {k: batch["source"][k] for k in ("color", "pseudo_depth", "label")}
+  return jax.device_get(jax.jit(examples)(unl, src, rng))

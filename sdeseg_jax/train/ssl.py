@@ -69,7 +69,9 @@ import numpy as np
 from sdeseg_jax.data import labels as labels_lib
 from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.eval.depth import colorize
+from sdeseg_jax.mixing import consistency
 from sdeseg_jax.mixing import masks as masks_lib
+from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import seg
 from sdeseg_jax.train import step as step_lib
@@ -92,7 +94,7 @@ class SSLTask:
     self.mix = config.mix
     self.loss_cfg = config.loss
     self.offsets = tuple(sorted(config.loss.frame_offsets))
-    seg.check_mix_config(
+    consistency.check_mix_config(
         self.mix, teacher_batch_stats=config.train.teacher_batch_stats)
     if config.model.seg_head == "none":
       raise ValueError("config.model.seg_head='none' has no segmentation "
@@ -200,7 +202,7 @@ class SSLTask:
     return toolkit.sde_loss(out, b, self.offsets, self.loss_cfg, rng)[0]
 
   def _unlabeled(self, params, bs, unl, teacher, keys):
-    """Teacher, (online depth), mask, mix, augment, pseudo-label loss.
+    """Teacher, (online depth), the consistency loss of the mixed batch.
 
     Returns:
       ``(loss, new_batch_stats, metrics, mixed)`` where ``mixed`` holds the
@@ -210,9 +212,8 @@ class SSLTask:
     metrics = {}
     loss = jnp.zeros((), jnp.float32)
     frames = toolkit.to_float(unl["color_aug"])
-    img = (frames[:, self.offsets.index(0)] if frames.shape[1] > 1
-           else frames[:, 0])
-    probs, teacher_bs = seg.teacher_probs(
+    img = toolkit.centre_frame(frames, self.offsets)
+    probs, teacher_bs = teacher_lib.teacher_probs(
         self.model, teacher, img, keys["teacher"], self.mix.teacher_mode)
     student_disp = None
     if self.online or self.sc.sde_on_unlabeled:
@@ -225,36 +226,40 @@ class SSLTask:
         loss = loss + self.sc.sde_weight * l_d
     disp = None
     if self.mix.mask == "depthmix":
-      disp = seg.mix_depth(self.mix.depth_source, unl, student_disp)
+      disp = consistency.mix_depth(self.mix.depth_source, unl, student_disp)
     use_gt = self.mix.use_gt and "is_labeled" in unl
-    mixed = seg.mix_batch(
-        self.mix, keys["mask"], img, probs,
-        labels=unl["label"] if use_gt else None,
+    ib = consistency.intra_batch(
+        self.mix, img, probs, labels=unl["label"] if use_gt else None,
         is_labeled=unl["is_labeled"] if use_gt else None, disp=disp)
-    x_mix = seg.strong_augment(self.mix, keys["aug"], mixed["image"])
-    if self.sc.mixed_pose:
-      # As the reference's 212 rows: (mixed centre, original neighbours);
-      # only the pose
-      # encoder's BatchNorm statistics use the pose outputs.
-      if frames.shape[1] != len(self.offsets):
-        raise ValueError(
-            f"config.ssl.mixed_pose needs the unlabeled stream to deliver "
-            f"the frames {self.offsets}, it delivers {frames.shape[1]} "
-            "(set config.data.unlabeled.frame_offsets)")
-      x = frames.at[:, self.offsets.index(0)].set(x_mix)
-      offsets = self.offsets
-    else:
-      x, offsets = x_mix[:, None], (0,)
-    out_m, bs = self._apply(params, bs, x, offsets, keys["drop_mix"],
-                            pose=self.sc.mixed_pose)
-    l_u, q = seg.pseudo_label_loss(self.mix, out_m["semantics"],
-                                   mixed["conf"], mixed["label"])
-    metrics.update(mix_loss=l_u, q=jnp.mean(q),
-                   mask_mean=jnp.mean(mixed["mask"]),
+    if self.sc.mixed_pose and frames.shape[1] != len(self.offsets):
+      raise ValueError(
+          f"config.ssl.mixed_pose needs the unlabeled stream to deliver "
+          f"the frames {self.offsets}, it delivers {frames.shape[1]} "
+          "(set config.data.unlabeled.frame_offsets)")
+
+    def student(x_mix):
+      if self.sc.mixed_pose:
+        # As the reference's 212 rows: (mixed centre, original neighbours);
+        # only the pose encoder's BatchNorm statistics use the pose outputs.
+        x = frames.at[:, self.offsets.index(0)].set(x_mix)
+        offsets = self.offsets
+      else:
+        x, offsets = x_mix[:, None], (0,)
+      out_m, new_bs = self._apply(params, bs, x, offsets, keys["drop_mix"],
+                                  pose=self.sc.mixed_pose)
+      return out_m["semantics"], new_bs
+
+    l_u, mixed, bs = consistency.consistency_loss(
+        self.mix, *ib, student_fn=student, mask_rng=keys["mask"],
+        aug_rng=keys["aug"])
+    l_u = self.mix.weight * l_u
+    metrics.update(mix_loss=l_u, q=jnp.mean(mixed.weight),
+                   mask_mean=jnp.mean(mixed.mask),
                    teacher_conf=jnp.mean(jnp.max(probs, axis=-1)))
-    mixed = dict(mixed, augmented=x_mix, input=img, disp=disp,
-                 teacher_batch_stats=teacher_bs)
-    return loss + l_u, bs, metrics, mixed
+    panels = dict(image=mixed.image, conf=mixed.conf, label=mixed.label,
+                  mask=mixed.mask, augmented=mixed.augmented, input=img,
+                  disp=disp, teacher_batch_stats=teacher_bs)
+    return loss + l_u, bs, metrics, panels
 
   # -- evaluation / panels ---------------------------------------------------
 

@@ -1,8 +1,8 @@
-"""Tests of the shared segmentation pieces (train/seg.py, eval/evaluator.py)."""
+"""Tests of the shared segmentation pieces: the supervised CE and the weight
+copying (train/toolkit.py), the mixing (mixing/consistency.py), the teacher
+forward (mixing/teacher.py) and ``seg.NamedIterators``."""
 
 import json
-import os
-import tempfile
 
 from absl.testing import absltest
 import flax
@@ -10,10 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdeseg_jax.eval import evaluator as evaluator_lib
 from sdeseg_jax.losses.segmentation import cross_entropy
 from sdeseg_jax.models import joint
+from sdeseg_jax.mixing import consistency
+from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.train import seg
+from sdeseg_jax.train import toolkit
 
 _MODEL_KW = dict(encoder_depth=10, width=8, decoder="dec_tiny", pose_depth=10)
 
@@ -48,12 +50,12 @@ class LossTest(absltest.TestCase):
                                     jnp.float32),
            "intermediate_semantics": jnp.asarray(
                rng.normal(size=(2, 4, 4, 5)), jnp.float32)}
-    loss, m = seg.labeled_seg_loss(out, labels)
+    loss, m = toolkit.labeled_seg_loss(out, labels)
     final = cross_entropy(out["semantics"], labels)
     inter = cross_entropy(out["intermediate_semantics"], labels)
     np.testing.assert_allclose(loss, 0.5 * (final + inter), rtol=1e-6)
     np.testing.assert_allclose(m["ce_intermediate"], inter, rtol=1e-6)
-    loss_t, _ = seg.labeled_seg_loss({"semantics": out["semantics"]},
+    loss_t, _ = toolkit.labeled_seg_loss({"semantics": out["semantics"]},
                                      labels)
     np.testing.assert_allclose(loss_t, final, rtol=1e-6)
 
@@ -65,8 +67,8 @@ class LossTest(absltest.TestCase):
     conf[1, 1, :2] = 0.99
     labels = rng.integers(0, 3, (2, 4, 4)).astype(np.int32)
     labels[1, 3] = 250
-    cfg = seg.mix_config(weight=2.0)
-    loss, q = seg.pseudo_label_loss(cfg, logits, conf, labels)
+    cfg = consistency.mix_config(weight=2.0)
+    loss, q = consistency.pseudo_label_loss(cfg, logits, conf, labels)
     self.assertAlmostEqual(float(q), 6 / 32)
     logp = jax.nn.log_softmax(logits, -1)
     nll = -np.take_along_axis(np.asarray(logp),
@@ -75,7 +77,7 @@ class LossTest(absltest.TestCase):
     np.testing.assert_allclose(loss, 2.0 * (6 / 32) * nll.sum() / 32,
                                rtol=1e-5)
     cfg.per_image_q = True
-    _, q_img = seg.pseudo_label_loss(cfg, logits, conf, labels)
+    _, q_img = consistency.pseudo_label_loss(cfg, logits, conf, labels)
     # Eq. 11 uses ">": the pixels at exactly tau do not count.
     np.testing.assert_allclose(q_img, [0.0, 2 / 16])
 
@@ -96,8 +98,8 @@ class MixTest(absltest.TestCase):
 
   def test_depthmix_with_ground_truth(self):
     images, probs, labels, is_labeled, disp = self._inputs()
-    cfg = seg.mix_config(mask="depthmix", use_gt=True, margin=0.03)
-    out = seg.mix_batch(cfg, jax.random.PRNGKey(0), images, probs,
+    cfg = consistency.mix_config(mask="depthmix", use_gt=True, margin=0.03)
+    out = consistency.mix_batch(cfg, jax.random.PRNGKey(0), images, probs,
                         labels=labels, is_labeled=is_labeled, disp=disp)
     partner = np.array([1, 0, 3, 2])
     d = np.asarray(disp)
@@ -120,8 +122,8 @@ class MixTest(absltest.TestCase):
 
   def test_classmix_mask_follows_the_class_labels(self):
     images, probs, labels, is_labeled, _ = self._inputs()
-    cfg = seg.mix_config(mask="classmix", use_gt=False)
-    out = seg.mix_batch(cfg, jax.random.PRNGKey(3), images, probs)
+    cfg = consistency.mix_config(mask="classmix", use_gt=False)
+    out = consistency.mix_batch(cfg, jax.random.PRNGKey(3), images, probs)
     arg = np.asarray(probs).argmax(-1)
     mask = np.asarray(out["mask"])
     for i in range(4):
@@ -133,10 +135,10 @@ class MixTest(absltest.TestCase):
 
   def test_none_and_cutmix_masks(self):
     images, probs, *_ = self._inputs()
-    out = seg.mix_batch(seg.mix_config(mask="none"), jax.random.PRNGKey(0),
+    out = consistency.mix_batch(consistency.mix_config(mask="none"), jax.random.PRNGKey(0),
                         images, probs)
     np.testing.assert_array_equal(out["image"], images)
-    out = seg.mix_batch(seg.mix_config(mask="cutmix"),
+    out = consistency.mix_batch(consistency.mix_config(mask="cutmix"),
                         jax.random.PRNGKey(0), images, probs)
     self.assertAlmostEqual(float(1 - np.mean(out["mask"])), 0.5, delta=0.1)
 
@@ -144,40 +146,40 @@ class MixTest(absltest.TestCase):
     rng = np.random.default_rng(4)
     depth = rng.uniform(1, 50, (2, 4, 4)).astype(np.float32)
     depth[0, 0, 0] = 0.0  # invalid -> far
-    d = np.asarray(seg.mix_depth("gt", {"depth": depth}))
+    d = np.asarray(consistency.mix_depth("gt", {"depth": depth}))
     disp = np.where(depth > 0, 1 / np.where(depth > 0, depth, 1), 0)
     lo = disp.min((1, 2), keepdims=True)
     hi = disp.max((1, 2), keepdims=True)
     np.testing.assert_allclose(d, (disp - lo) / (hi - lo), rtol=1e-5,
                                atol=1e-6)
     sd = rng.uniform(0.2, 0.4, (2, 4, 4, 1)).astype(np.float32)
-    o = np.asarray(seg.mix_depth("online", {}, sd))
+    o = np.asarray(consistency.mix_depth("online", {}, sd))
     np.testing.assert_allclose(o.min((1, 2)), 0.0)
     np.testing.assert_allclose(o.max((1, 2)), 1.0, rtol=1e-6)
     pd = rng.uniform(size=(2, 4, 4)).astype(np.float32)
     np.testing.assert_array_equal(
-        seg.mix_depth("pseudo", {"pseudo_depth": pd}), pd)
+        consistency.mix_depth("pseudo", {"pseudo_depth": pd}), pd)
     with self.assertRaisesRegex(ValueError, "pseudo_depth_dir"):
-      seg.mix_depth("pseudo", {})
+      consistency.mix_depth("pseudo", {})
 
   def test_config_errors_name_the_key(self):
     with self.assertRaisesRegex(ValueError, r"config.mix.mask='depthmx'"):
-      seg.check_mix_config(seg.mix_config(mask="depthmx"),
+      consistency.check_mix_config(consistency.mix_config(mask="depthmx"),
                            teacher_batch_stats="own")
     # An inference-mode teacher never updates its own statistics.
     with self.assertRaisesRegex(ValueError,
                                 "teacher_mode='eval'.*'ema'.*'student'"):
-      seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
+      consistency.check_mix_config(consistency.mix_config(teacher_mode="eval"),
                            teacher_batch_stats="own")
     with self.assertRaisesRegex(ValueError,
                                 "config.train.teacher_batch_stats='avg'"):
-      seg.check_mix_config(seg.mix_config(), teacher_batch_stats="avg")
+      consistency.check_mix_config(consistency.mix_config(), teacher_batch_stats="avg")
     with self.assertRaisesRegex(ValueError, "config.ssda.teacher_mode='x'"):
-      seg.check_teacher_config("x", "own", "config.ssda.teacher_mode")
+      teacher_lib.check_teacher_config("x", "own", "config.ssda.teacher_mode")
     for stats in ("ema", "student"):
-      seg.check_mix_config(seg.mix_config(teacher_mode="eval"),
+      consistency.check_mix_config(consistency.mix_config(teacher_mode="eval"),
                            teacher_batch_stats=stats)
-    seg.check_mix_config(seg.mix_config(), teacher_batch_stats="own")
+    consistency.check_mix_config(consistency.mix_config(), teacher_batch_stats="own")
 
 
 class TeacherTest(absltest.TestCase):
@@ -189,7 +191,7 @@ class TeacherTest(absltest.TestCase):
     v = _init(model, images[:, None])
     teacher = (v["params"], v["batch_stats"])
     k1, k2 = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
-    modes = {m: (lambda *a, m=m: seg.teacher_probs(model, *a, mode=m)[0])
+    modes = {m: (lambda *a, m=m: teacher_lib.teacher_probs(model, *a, mode=m)[0])
              for m in ("train", "eval")}
     ev = modes["eval"](teacher, images, k1)
     ev2 = modes["eval"](teacher, images, k2)
@@ -210,7 +212,7 @@ class TeacherTest(absltest.TestCase):
                              k1)
     self.assertGreater(float(jnp.max(jnp.abs(tr_half[0] - tr[0]))), 1e-5)
     with self.assertRaisesRegex(ValueError, "teacher mode"):
-      seg.teacher_probs(model, teacher, images, k1, "inference")
+      teacher_lib.teacher_probs(model, teacher, images, k1, "inference")
 
   def test_train_mode_updates_the_teachers_own_statistics(self):
     model = _model(seg_head="transfer", depth=False, use_pose=False)
@@ -218,7 +220,7 @@ class TeacherTest(absltest.TestCase):
     images = jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32)
     v = _init(model, images[:, None])
     teacher = (v["params"], v["batch_stats"])
-    _, new = seg.teacher_probs(model, teacher, images,
+    _, new = teacher_lib.teacher_probs(model, teacher, images,
                                jax.random.PRNGKey(0), "train")
     # One BatchNorm update by hand, stem conv -> bn1: running = 0.9 *
     # running + 0.1 * batch, with the unbiased variance (torch).
@@ -241,7 +243,7 @@ class TeacherTest(absltest.TestCase):
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(v["batch_stats"])):
       self.assertFalse(np.allclose(a, b))
     # Inference mode leaves them as they were.
-    _, same = seg.teacher_probs(model, teacher, images,
+    _, same = teacher_lib.teacher_probs(model, teacher, images,
                                 jax.random.PRNGKey(0), "eval")
     jax.tree.map(np.testing.assert_array_equal, same, v["batch_stats"])
 
@@ -254,8 +256,8 @@ class InitFromSDETest(absltest.TestCase):
     sde_v = _init(joint.SDENet(**_MODEL_KW), images, offsets, seed=1)
     pad_v = _init(_model(seg_head="pad"), images, offsets, seed=2)
     pad_v = jax.tree.map(np.asarray, pad_v)
-    mapping = seg.sde_init_mapping("pad", depth=True, pose=True)
-    out = seg.copy_variables(pad_v, sde_v, mapping, "sde")
+    mapping = toolkit.sde_init_mapping("pad", depth=True, pose=True)
+    out = toolkit.copy_variables(pad_v, sde_v, mapping, "sde")
     eq = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
     for col in ("params", "batch_stats"):
       eq(out[col]["encoder"], sde_v[col]["encoder"])
@@ -277,9 +279,9 @@ class InitFromSDETest(absltest.TestCase):
     sde_v = _init(joint.SDENet(**_MODEL_KW), images)
     tr_v = jax.tree.map(np.asarray, _init(
         _model(seg_head="transfer", depth=False, use_pose=False), images))
-    mapping = seg.sde_init_mapping("transfer", depth=False, pose=False)
+    mapping = toolkit.sde_init_mapping("transfer", depth=False, pose=False)
     self.assertEqual([m[1] for m in mapping], ["encoder", "seg_head/unet_dec"])
-    out = seg.copy_variables(tr_v, sde_v, mapping, "sde")
+    out = toolkit.copy_variables(tr_v, sde_v, mapping, "sde")
     for col in ("params", "batch_stats"):
       src = {k: v for k, v in sde_v.get(col, {}).get("depth", {}).items()
              if not k.startswith("dispconv")}
@@ -288,9 +290,9 @@ class InitFromSDETest(absltest.TestCase):
       jax.tree.map(np.testing.assert_array_equal, dst, src)
     wide = _init(joint.SDENet(**{**_MODEL_KW, "width": 16}), images)
     with self.assertRaisesRegex(ValueError, "does not fit"):
-      seg.copy_variables(tr_v, wide, mapping, "wide sde")
+      toolkit.copy_variables(tr_v, wide, mapping, "wide sde")
     with self.assertRaisesRegex(ValueError, "unknown"):
-      seg.sde_init_mapping("pad", depth=True, pose=True, parts=("decoder",))
+      toolkit.sde_init_mapping("pad", depth=True, pose=True, parts=("decoder",))
 
 
 class _FakeIter:
@@ -322,78 +324,6 @@ class NamedIteratorsTest(absltest.TestCase):
     self.assertEqual(next(fresh), nxt)
     with self.assertRaisesRegex(ValueError, r"lacks streams \['b'\]"):
       fresh.set_state(json.dumps({"a": {"i": 0}}).encode())
-
-
-class EvaluatorTest(absltest.TestCase):
-
-  def test_miou_best_and_tables(self):
-    rng = np.random.default_rng(6)
-    c = 4
-    labels = rng.integers(0, c, (3, 2, 8, 8)).astype(np.int32)
-    labels[:, :, 0] = 250
-    # The "model" is a class-wise offset table; the image's red channel
-    # carries the GT so that predictions are a fixed function of it.
-    batches = [{"color": np.repeat(np.where(l == 250, 0, l * 50)[:, None,
-                                                                 ..., None],
-                                   3, -1).astype(np.uint8),
-                "label": l} for l in labels]
-
-    def predict(shift, images):
-      gt = jnp.round(images[..., 0] * 255 / 50).astype(jnp.int32)
-      return jax.nn.one_hot((gt + shift) % c, c)
-
-    ev = evaluator_lib.SegmentationEvaluator(
-        predict, lambda: iter(batches), num_classes=c,
-        class_names=("a", "b", "c", "d"))
-    res = ev.evaluate({"good": 0, "bad": 1}, step=5)
-    self.assertAlmostEqual(res["good"]["miou"], 1.0)
-    conf = np.zeros((c, c))
-    for l in labels.reshape(-1):
-      if l != 250:
-        conf[l, (l + 1) % c] += 1
-    self.assertAlmostEqual(res["bad"]["miou"], 0.0)
-    np.testing.assert_array_equal(
-        jax.device_get(ev.confusions({"bad": 1})["bad"]), conf)
-    res2 = ev.evaluate({"good": 1, "bad": 0}, step=6)
-    # Best-so-far is kept apart from the latest value.
-    self.assertAlmostEqual(res2["good"]["miou"], 0.0)
-    self.assertAlmostEqual(res2["good"]["best_miou"], 1.0)
-    self.assertEqual(ev.best_step, {"good": 5, "bad": 6})
-    self.assertTrue(res2["bad"]["is_best"])
-    names = dict(ev.run({"good": 0}))
-    self.assertAlmostEqual(names["good/iou/c"], 1.0)
-    d = tempfile.mkdtemp()
-    paths = evaluator_lib.write_tables(d, res2, step=6, final=True,
-                                       class_names=ev.class_names)
-    self.assertEqual(sorted(os.listdir(d)),
-                     ["iou_best_bad.md", "iou_final.md", "iou_step6.md"])
-    text = open(paths[0]).read()
-    self.assertIn("| good | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |", text)
-    self.assertIn("| bad | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |", text)
-
-  def test_full_protocol_resizes_input_and_upsamples_logits(self):
-    seen = {}
-
-    def predict(_, images):
-      seen["shape"] = images.shape
-      return jnp.zeros(images.shape[:3] + (3,)).at[..., 1].set(1.0)
-
-    labels = np.ones((1, 16, 32), np.int32)
-    ev = evaluator_lib.SegmentationEvaluator(
-        predict, lambda: iter([{"image": np.zeros((1, 16, 32, 3), np.uint8),
-                                "label": labels}]),
-        num_classes=3, protocol="full", input_size=(8, 16))
-    res = ev.evaluate({"m": 0})
-    self.assertEqual(seen["shape"], (1, 8, 16, 3))
-    self.assertAlmostEqual(res["m"]["miou"], 1.0)
-    with self.assertRaisesRegex(ValueError, "input_size"):
-      evaluator_lib.SegmentationEvaluator(predict, list, protocol="full")
-
-  def test_colorize_labels(self):
-    out = evaluator_lib.colorize_labels(np.array([[0, 250], [10, 18]]))
-    self.assertEqual(out.shape, (2, 2, 3))
-    np.testing.assert_array_equal(out[0, 1], 0)
-    np.testing.assert_array_equal(out[0, 0], (128, 64, 128))  # road
 
 
 if __name__ == "__main__":

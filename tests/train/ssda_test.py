@@ -20,10 +20,14 @@ from configs import ssda_minicity  # noqa: E402
 from configs import ssda_synthia  # noqa: E402
 from sdeseg_jax.data import readers  # noqa: E402
 from sdeseg_jax.data import streams  # noqa: E402
+from sdeseg_jax.eval import evaluators  # noqa: E402
 from sdeseg_jax.eval import segmentation as seg_eval  # noqa: E402
+from sdeseg_jax.mixing import consistency  # noqa: E402
+from sdeseg_jax.mixing import teacher as teacher_lib  # noqa: E402
 from sdeseg_jax.train import seg  # noqa: E402
 from sdeseg_jax.train import ssda  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
+from sdeseg_jax.train import toolkit  # noqa: E402
 from sdeseg_jax.train import trainer  # noqa: E402
 from sdeseg_jax.utils import sharding  # noqa: E402
 from tests import _fixtures  # noqa: E402
@@ -171,7 +175,7 @@ class TeacherStatisticsTest(absltest.TestCase):
     # TDM). The encoder statistics do not depend on the dropout draws.
     x_u = batch["unlabeled"]["color"][:, task.centre["unlabeled"]]
     x_u = x_u.astype(np.float32) / 255.0
-    fwd = jax.jit(seg.teacher_probs, static_argnums=(0, 4))
+    fwd = jax.jit(teacher_lib.teacher_probs, static_argnums=(0, 4))
     _, once = fwd(task.model, before, x_u, jax.random.PRNGKey(0), "train")
     _, twice = fwd(task.model, (before[0], once), x_u,
                    jax.random.PRNGKey(1), "train")
@@ -187,24 +191,74 @@ class TeacherStatisticsTest(absltest.TestCase):
     # The evaluator's teacher uses state.ema_batch_stats: its confusion
     # matrix is the one of those statistics, not of the student's.
     config = task.config
-    ev = ssda.Evaluator(task, config, mesh, None, "", tempfile.mkdtemp())
     val = {"color": batch["unlabeled"]["color"],
            "label": batch["unlabeled"]["label"]}
-    ev.batches = lambda: iter([sharding.host_to_global(val, mesh)])
+    (ev,) = ssda.make_evaluators(task, config, mesh, config.data.val, "",
+                                 tempfile.mkdtemp())
+    ev.batches_fn = lambda: iter([val])
     # Statistics far from the student's, so that the predictions differ.
     far = jax.tree.map(lambda x: x * 3.0 + 0.5, new.ema_batch_stats)
     state = jax.device_put(new.replace(ema_batch_stats=far),
                            sharding.replicated(mesh))
-    conf_s, conf_t = ev.confusions(state)
+    confs = ev.confusions(toolkit.models_to_evaluate(state))
+    conf_s, conf_t = confs["student"], confs["teacher"]
 
     def conf(params, stats):
-      logits = task.predict(params, stats, val["color"])
+      logits = task.predict({"params": params, "batch_stats": stats},
+                            val)["logits"]
       return np.asarray(seg_eval.update_from_logits(
           seg_eval.init_confusion(19), logits, val["label"]))
     np.testing.assert_array_equal(conf_s, conf(new.params, new.batch_stats))
     np.testing.assert_array_equal(conf_t, conf(new.ema_params, far))
     self.assertFalse(np.array_equal(
         conf_t, conf(new.ema_params, new.batch_stats)))
+
+
+class TargetMixSettingsTest(absltest.TestCase):
+  """The TDM runs the shared intra-batch mix with the run's mixing settings
+  (``augment``, the jitter/blur gate probabilities, ``per_image_q``), the
+  code path ``SSDATask.loss_fn`` calls (``tdm_inputs`` +
+  ``consistency.mixed_batch``, the part of ``consistency_loss`` before the
+  student)."""
+
+  def _tdm(self, **ssda_overrides):
+    config = mlc.ConfigDict(_config(_ROW).to_dict())
+    config.ssda.update(ssda_overrides)
+    task = ssda.SSDATask(config)
+    rng = np.random.default_rng(3)
+    batch = _batch(rng, _ramp(True, (B,)), _ramp(False, (B, K)))
+    probs = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0),
+                                             (B, H, W, 19)) * 4.0, -1)
+    keys = [jax.random.PRNGKey(i) for i in range(6)]
+    return task, [consistency.mixed_batch(
+        task.mix, *task.tdm_inputs(batch["unlabeled"], probs),
+        mask_rng=k, aug_rng=k) for k in keys]
+
+  def test_augment_gates_and_per_image_q_are_honoured(self):
+    task, default = self._tdm()
+    self.assertEqual((task.mix.augment, task.mix.jitter_prob,
+                      task.mix.blur_prob), ("kornia04", 0.8, 0.5))
+    # Some draws augment with the reference's gates.
+    self.assertTrue(any(not np.allclose(m.augmented, m.image)
+                        for m in default))
+    for overrides in (dict(augment="none"),
+                      dict(jitter_prob=0.0, blur_prob=0.0)):
+      _, mixed = self._tdm(**overrides)
+      for m, d in zip(mixed, default):
+        np.testing.assert_array_equal(m.augmented, m.image)
+        np.testing.assert_array_equal(m.image, d.image)
+    # One q per batch (reference) vs one q per image (paper).
+    _, per_image = self._tdm(per_image_q=True)
+    m, d = per_image[0], default[0]
+    np.testing.assert_array_equal(m.conf, d.conf)
+    q_img = np.mean(np.asarray(m.conf) > task.mix.tau, axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(m.weight)[:, 0, 0], q_img)
+    np.testing.assert_allclose(np.asarray(d.weight),
+                               np.mean(np.asarray(d.conf) >= task.mix.tau))
+    self.assertFalse(np.allclose(np.asarray(m.weight),
+                                 np.asarray(d.weight)))
+    with self.assertRaisesRegex(ValueError, "config.ssda.augment"):
+      self._tdm(augment="kornia")
 
 
 class BaselineRowsTest(absltest.TestCase):
@@ -271,8 +325,12 @@ class EvalProtocolTest(absltest.TestCase):
     conf[3, 4] = 10   # wall: IoU 10 / 20 = 0.5 (wall in 16, not in 13)
     conf[9, 9] = 0    # terrain absent (not in the Synthia subsets)
     config = ssda_synthia.get_config("fs_miou=80")
-    res = ssda.summarize(conf, conf, config.eval)
-    iou = res["_iou"]
+    summarize = lambda ec: evaluators.SegmentationEvaluator(
+        None, list, class_subsets=ec.class_subsets,
+        fully_supervised_miou=ec.fully_supervised_miou,
+        relative_to=ec.relative_to).scores(conf)
+    res = summarize(config.eval)
+    iou = res["iou"]
     self.assertTrue(np.isnan(iou[9]))
     self.assertAlmostEqual(iou[3], 0.5)
     self.assertAlmostEqual(iou[4], 10 / 20)
@@ -280,7 +338,7 @@ class EvalProtocolTest(absltest.TestCase):
     self.assertAlmostEqual(res["miou16"], 100 * (14 + 0.5 + 0.5) / 16)
     self.assertAlmostEqual(res["miou"], 100 * (16 + 0.5 + 0.5) / 18)
     self.assertAlmostEqual(res["miou_rel"], 100 * res["miou16"] / 80)
-    gta = ssda.summarize(conf, conf, ssda_gta.get_config().eval)
+    gta = summarize(ssda_gta.get_config().eval)
     self.assertNotIn("miou16", gta)
     self.assertNotIn("miou_rel", gta)
 

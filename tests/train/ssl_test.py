@@ -7,6 +7,7 @@ dominates their cost on a CPU.
 """
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -23,9 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 from configs import ssl_minicity  # noqa: E402
 from sdeseg_jax.data import minicity  # noqa: E402
 from sdeseg_jax.train import checkpoint as ckpt_lib  # noqa: E402
+from sdeseg_jax.mixing import teacher as teacher_lib  # noqa: E402
 from sdeseg_jax.train import seg  # noqa: E402
 from sdeseg_jax.train import ssl  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
+from sdeseg_jax.train import toolkit  # noqa: E402
 from sdeseg_jax.train import trainer  # noqa: E402
 from sdeseg_jax.utils import sharding  # noqa: E402
 from tests import _fixtures  # noqa: E402
@@ -219,7 +222,7 @@ class TeacherStatisticsTest(absltest.TestCase):
     # its pre-step parameters and statistics. The encoder's statistics do
     # not depend on the dropout draw (dropout comes later, in the ASPP).
     img = b["unlabeled"]["color_aug"][:, 0].astype(np.float32) / 255.0
-    _, want = jax.jit(seg.teacher_probs, static_argnums=(0, 4))(
+    _, want = jax.jit(teacher_lib.teacher_probs, static_argnums=(0, 4))(
         task.model, before, img, jax.random.PRNGKey(0), "train")
     want = jax.device_get(want)
     got_enc = _host(after.ema_batch_stats["encoder"])
@@ -236,7 +239,7 @@ class TeacherStatisticsTest(absltest.TestCase):
     for x, y in zip(_host(after.ema_batch_stats), _host(before[1])):
       self.assertFalse(np.array_equal(x, y))
     # Evaluating the teacher uses them.
-    models = ssl.models_to_evaluate(after)
+    models = toolkit.models_to_evaluate(after)
     self.assertIs(models["teacher"]["batch_stats"], after.ema_batch_stats)
     self.assertIs(models["student"]["batch_stats"], after.batch_stats)
 
@@ -351,33 +354,38 @@ class SSLRunTest(absltest.TestCase):
     workdir = os.path.join(root, "run")
     open(path + ".done", "w").close()  # MiniCity is already generated
     ssl.run(config, workdir)
-    tables = os.path.join(workdir, "iou_tables")
+    out = os.path.join(workdir, "eval", "segmentation")
     self.assertEqual(
-        sorted(os.listdir(tables)),
-        ["paper_iou_best_student.md", "paper_iou_best_teacher.md",
-         "paper_iou_final.md", f"paper_iou_step{_STEPS // 2}.md",
-         f"paper_iou_step{_STEPS}.md"])
+        sorted(os.listdir(out)),
+        ["latest.json", f"step_{_STEPS // 2}.json", f"step_{_STEPS // 2}.md",
+         f"step_{_STEPS}.json", f"step_{_STEPS}.md"])
 
     def miou(name, model):
-      text = open(os.path.join(tables, name)).read()
+      text = open(os.path.join(out, name)).read()
       row = [l for l in text.splitlines() if l.startswith(f"| {model} ")]
       return float(re.split(r"\s*\|\s*", row[0].strip("| "))[-1])
 
     # The untrained model: the run's own initial state (same seed).
     task, _, mesh, create, _, _ = _step_for(4)
     untrained = create()
-    ev_fn, _ = ssl.make_eval_fns(task, config, mesh, path, tfds_dir,
-                                 tempfile.mkdtemp())
-    before = ev_fn(untrained)["paper/student/miou"] * 100
-    final = miou("paper_iou_final.md", "student")
+    (ev,) = ssl.make_evaluators(task, config, mesh, path, tfds_dir, "")
+    before = ev.evaluate(toolkit.models_to_evaluate(untrained),
+                         0)["student/miou"]
+    final = miou(f"step_{_STEPS}.md", "student")
     self.assertLess(before, 5.0)
     self.assertGreater(final, before + 5.0, (before, final))
     self.assertGreater(final, 2 * before, (before, final))
-    # The final and the best-so-far tables are kept apart.
-    best = open(os.path.join(tables, "paper_iou_best_student.md")).read()
-    self.assertRegex(best, r"\| student \(step \d+\) \|")
-    self.assertIn("teacher", open(os.path.join(
-        tables, "paper_iou_final.md")).read())
+    # The final and the best-so-far figures are kept apart, and the best
+    # so far is in the checkpoint (a resumed run continues from it).
+    latest = json.load(open(os.path.join(out, "latest.json")))
+    self.assertEqual(latest["step"], _STEPS)
+    self.assertAlmostEqual(latest["miou"], final, places=1)
+    self.assertGreaterEqual(latest["best_miou"], latest["miou"])
+    self.assertIn(latest["best_step"], (_STEPS // 2, _STEPS))
+    self.assertIn("miou_teacher", latest)
+    saved = ckpt_lib.Checkpointer(workdir).restore_eval_state()
+    self.assertAlmostEqual(saved["segmentation"]["best"]["student"],
+                           latest["best_miou"])
 
 
 if __name__ == "__main__":
