@@ -33,19 +33,34 @@ class Result:
     return "Traceback (most recent call last)" in self.stderr + self.stdout
 
 
-def run_module(module: str, *args: str, timeout: float = 600,
-               env: dict[str, str] | None = None, cwd: str = REPO) -> Result:
-  """Runs ``python -m module *args`` on one CPU device and returns it."""
+def _env(env: dict[str, str] | None) -> dict[str, str]:
   full_env = dict(os.environ)
   # The test process's 4 fake devices and compilation cache are its own.
   full_env.pop("XLA_FLAGS", None)
   full_env["JAX_PLATFORMS"] = "cpu"
   full_env.setdefault("PYTHONUNBUFFERED", "1")
   full_env.update(env or {})
+  return full_env
+
+
+def run_module(module: str, *args: str, timeout: float = 600,
+               env: dict[str, str] | None = None, cwd: str = REPO) -> Result:
+  """Runs ``python -m module *args`` on one CPU device and returns it."""
   proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
-                        env=full_env, capture_output=True, text=True,
+                        env=_env(env), capture_output=True, text=True,
                         timeout=timeout, check=False)
   return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_main(*args: str, env: dict[str, str] | None = None,
+               cwd: str = REPO) -> subprocess.Popen:
+  """Starts ``python -m sdeseg_jax.main *args`` (one CPU device) and returns
+  the process, its stderr merged into its stdout (a text pipe read line by
+  line), for tests that signal it while it runs."""
+  return subprocess.Popen(
+      [sys.executable, "-m", "sdeseg_jax.main", *args], cwd=cwd,
+      env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True)
 
 
 def run_main(*args: str, **kwargs) -> Result:
