@@ -37,9 +37,9 @@ from configs import sde_minicity
 from sdeseg_jax.data import minicity
 from sdeseg_jax.data import pipeline
 from sdeseg_jax.mixing import masks as masks_lib
+from sdeseg_jax.mixing import consistency
 from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import sde
-from sdeseg_jax.train import seg
 
 
 def nearer_fraction(mask: np.ndarray, depth: np.ndarray) -> dict:
@@ -102,8 +102,7 @@ def main(argv=None):
   variables, sde_config = train_sde(root, data, args)
   sde_secs = time.time() - t0
   task = sde.SDETask(sde_config)
-  predict = jax.jit(lambda v, b: task.predict(v["params"], v["batch_stats"],
-                                              b)["disp"])
+  predict = jax.jit(lambda v, b: task.predict(v, b)["disp"])
   stream = common.stream_config(
       "minicity_geom", "cityscapes", path=data, frame_offsets=(0,),
       image_size=(args.height, args.width), crop_size=(), with_depth=True,
@@ -124,7 +123,7 @@ def main(argv=None):
         "depthmix_sde": masks_lib.depth_mix_mask(
             masks_lib.normalize_disparity(disp_sde), partner, 0.03),
         "depthmix_gt": masks_lib.depth_mix_mask(
-            seg.mix_depth("gt", {"depth": depth}), partner, 0.03),
+            consistency.mix_depth("gt", {"depth": depth}), partner, 0.03),
         "classmix": masks_lib.class_mix_mask(
             jnp.asarray(b["label"]), jax.random.fold_in(rng, k)),
         "cutmix": masks_lib.cut_mix_mask(jax.random.fold_in(rng, 10**6 + k),

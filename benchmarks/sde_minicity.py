@@ -74,6 +74,7 @@ def main():
   from configs import sde_minicity  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.train import toolkit  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.utils import sharding  # pylint: disable=g-import-not-at-top
 
@@ -87,15 +88,20 @@ def main():
 
   t0 = time.time()
   mesh = sharding.make_mesh()
-  path = sde.ensure_minicity(config, workdir)
-  stream = sde.stream_with_path(config.data.train, path)
-  val_stream = sde.stream_with_path(config.data.val, path)
+  path = toolkit.ensure_minicity(config, workdir)
+  stream = toolkit.stream_with_path(config.data.train, path)
+  val_stream = toolkit.stream_with_path(config.data.val, path)
   data_dir = os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,
       seed=config.seed, train=True, mesh=mesh, data_dir=data_dir)
   task = sde.SDETask(config)
-  eval_fn, _ = sde.make_eval_fns(task, config, mesh, val_stream, data_dir)
+  (evaluator,) = sde.make_evaluators(task, config, mesh, val_stream,
+                                     data_dir, workdir="")
+
+  def eval_fn(state):
+    return evaluator.metrics({"params": state.params,
+                              "batch_stats": state.batch_stats})
   t_data = time.time() - t0
   curve = []
   t_train = time.time()
@@ -121,7 +127,9 @@ def main():
     return res
 
   trainer.fit(config, workdir, task=task, train_iter=loader,
-              example_batch=sde.example_batch(config), mesh=mesh,
+              example_batch=toolkit.example_batch(
+                  config.data.train, config.train.batch_size,
+                  num_frames=len(config.loss.frame_offsets)), mesh=mesh,
               eval_fn=recording_eval)
   loader.close()
   wall = time.time() - t_train

@@ -53,7 +53,7 @@ def main(argv=None):
   import jax.numpy as jnp
   from configs import ssl_cityscapes
   from sdeseg_jax.mixing import masks as masks_lib
-  from sdeseg_jax.train import seg
+  from sdeseg_jax.mixing import consistency
   from sdeseg_jax.train import ssl
   from sdeseg_jax.utils import sharding
 
@@ -84,9 +84,13 @@ def main(argv=None):
 
   def mix_part(rng, images, probs, labels, is_labeled, disp):
     d = masks_lib.normalize_disparity(disp)
-    mixed = seg.mix_batch(mcfg, rng, images, probs, labels=labels,
-                          is_labeled=is_labeled, disp=d)
-    return seg.strong_augment(mcfg, rng, mixed["image"]), mixed["conf"]
+    # The part of the step's consistency loss before the student.
+    k_mask, k_aug = jax.random.split(rng)
+    mixed = consistency.mixed_batch(
+        mcfg, *consistency.intra_batch(mcfg, images, probs, labels=labels,
+                                       is_labeled=is_labeled, disp=d),
+        mask_rng=k_mask, aug_rng=k_aug)
+    return mixed.augmented, mixed.conf
 
   rs = np.random.RandomState(1)
   args_mix = (jax.random.PRNGKey(0),

@@ -44,7 +44,7 @@ class DemoEndToEndTest(absltest.TestCase):
       self.assertFalse(index["normalize"])  # paper depth scale: raw disp
     steps = config.ssda.train.num_steps
     rec = json.load(open(os.path.join(workdir, "ssda", "eval",
-                                      "latest.json")))
+                                      "segmentation", "latest.json")))
     self.assertEqual(rec["step"], steps)
     self.assertLen(rec["iou"], 19)
     self.assertBetween(rec["miou"], 0.0, 100.0)

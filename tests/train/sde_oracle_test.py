@@ -96,7 +96,8 @@ class TranslationPriorTest(absltest.TestCase):
     self.assertEqual(tuple(task.config.model.pose_translation_prior),
                      (0.0, 0.0, -0.02))
     params, bs = task.init(jax.random.PRNGKey(3), batch)
-    predict = jax.jit(task.predict)
+    predict = jax.jit(lambda p, s, b: task.predict(
+        {"params": p, "batch_stats": s}, b))
     before = predict(params, bs, batch)["cam_T_cam"][1]
     params, bs = task.load_pretrained(params, bs)
     after = predict(params, bs, batch)["cam_T_cam"][1]
