@@ -1,4 +1,4 @@
-"""Segmentation evaluation: confusion matrix on device, scores on host (§7).
+"""Segmentation evaluation: confusion matrix on device, scores on host.
 
 The reference (`evaluation/metrics.py: runningScore`) accumulates one
 confusion matrix confusion[gt, pred] over the whole validation set, skipping
@@ -26,7 +26,7 @@ import numpy as np
 from sdeseg_jax.data import labels
 from sdeseg_jax.geometry.warp import resize_bilinear_align_corners
 
-# Class names and the Synthia benchmark subsets (§1.3) come from the one
+# Class names and the Synthia benchmark subsets come from the one
 # label table of the project.
 CITYSCAPES_CLASSES = labels.CLASS_NAMES
 SYNTHIA_13_CLASSES = labels.SYNTHIA_13_TRAIN_IDS
@@ -81,7 +81,7 @@ def predict_labels(logits: jax.Array,
                    label_hw: Optional[Tuple[int, int]] = None) -> jax.Array:
   """Argmax prediction, upsampling the logits to the label size if needed.
 
-  The reference upsamples with align_corners=True (§7). Like
+  The reference upsamples with align_corners=True. Like
   `cross_entropy2d`, the resize happens only when *both* sides differ.
 
   Args:

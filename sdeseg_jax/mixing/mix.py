@@ -6,7 +6,7 @@ probabilities [B,H,W,C], labels / confidences [B,H,W]). The reference writes
 `m*a + (1-m)*b`; for binary masks `jnp.where` is the same value without
 propagating NaN/inf from the discarded side, and keeps integer dtypes.
 
-Teacher targets with ground truth (`mix_use_gt`, §4.5.1): labeled samples use
+Teacher targets with ground truth (the reference's `mix_use_gt`): labeled samples use
 their one-hot label instead of the teacher softmax; labeled-ignore pixels get
 an all-zero vector, so after mixing P' = 0 there and the pseudo label becomes
 250 (`pseudo_label.pseudo_labels_from_probs`).
@@ -79,7 +79,7 @@ def probs_with_ground_truth(
 ) -> jax.Array:
   """Replaces the teacher probabilities of labeled samples by one-hot GT.
 
-  Reference `mix_use_gt` (§4.5.1, §1.3): ignore pixels (250 or any value
+  Reference `mix_use_gt`: ignore pixels (250 or any value
   outside [0, C)) of labeled samples become all-zero vectors.
 
   Args:
@@ -104,7 +104,7 @@ def mix_teacher_targets(
     is_labeled: Optional[jax.Array] = None,
     ignore: int = masks_lib.IGNORE_INDEX,
 ) -> Tuple[jax.Array, jax.Array]:
-  """Intra-batch mixed pseudo-label targets (§4.5 steps 1, 4, 7).
+  """Intra-batch mixed pseudo-label targets: GT substitution, mixing, (P', y).
 
   Args:
     mask: [B, H, W] mix mask.
@@ -132,7 +132,7 @@ def cross_domain_mix(
     source: PyTree,
     target: PyTree,
 ) -> PyTree:
-  """oneMix of source pair i into target pair i (§5.3).
+  """oneMix of source pair i into target pair i (the cross-domain mix).
 
   x'_i = M_i * x_src,i + (1 - M_i) * x_trg,i, applied identically to every
   leaf (images, labels source GT / target pseudo labels, weights).

@@ -1,4 +1,4 @@
-"""Pseudo labels and their confidence weights (§4.5.7, §5.3).
+"""Pseudo labels and their confidence weights, as the reference computes them.
 
 Reference (`calc_pseudo_label_loss`): (P', y) = max / argmax over classes of
 the mixed probabilities; pixels with P' == 0 (labeled-ignore pixels after
@@ -76,7 +76,7 @@ def target_pseudo_labels(
     labels: jax.Array,
     is_labeled: jax.Array,
 ) -> Tuple[jax.Array, jax.Array]:
-  """Target-batch labels and confidences for the cross-domain mix (§5.3).
+  """Target-batch labels and confidences for the cross-domain mix.
 
   Unlabeled target images: (max, argmax) of the teacher softmax. Labeled
   target images: the GT labels (250 kept) with confidence 1 at *every* pixel,

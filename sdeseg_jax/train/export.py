@@ -4,7 +4,7 @@
       --config.mode=export_depth --workdir=/runs/sde_stage2
 
 What DepthMix, Matching Geometry Sampling and data selection read later
-(REFERENCE_SPEC 5.5). Output format, in ``config.export.out_dir`` (default
+(the reference normalises the target domain's). Output format, in ``config.export.out_dir`` (default
 ``<workdir>/pseudo_depth``):
 
 * one PNG per image at ``<out_dir>/<relpath>.png``, where ``relpath`` is the

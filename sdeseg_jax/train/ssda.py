@@ -1,9 +1,9 @@
-r"""Mode ``ssda``: semi-supervised domain adaptation (IJCV §3.5; spec §5).
+r"""Mode ``ssda``: semi-supervised domain adaptation (IJCV §3.5).
 
   python -m sdeseg_jax.main --config=configs/ssda_gta.py \
       --config.data_root=/data --workdir=/runs/ssda_gta
 
-Three streams per step (``sdeseg_jax.data.streams``; §5.1):
+Three streams per step (``sdeseg_jax.data.streams``), as the reference:
 
 * ``target``: the labeled target subset (with neighbour frames, ``K`` and
   the pyramid when the multi-task SDE loss is on);
@@ -13,34 +13,37 @@ Three streams per step (``sdeseg_jax.data.streams``; §5.1):
 * ``unlabeled``: the target union (labeled + unlabeled, ``is_labeled``) with
   the target pseudo-disparity.
 
-The loss (§5.2, paper Eq. 21; all weights 1 by default)::
+The loss (paper Eq. 21; all weights 1 by default)::
 
   L = CE_trg (+ CE_inter for PAD, averaged) (+ L_D on the target frames)
       + CE_src + L_CDM + L_TDM
 
-* MGS (§5.4) runs inside the compiled step: ``G`` for every (union target,
+* MGS runs inside the compiled step: ``G`` for every (union target,
   candidate) pair, ``argmin`` and a gather (``mixing.geometry_match``). The
   chosen source pairs feed both CE_src and the cross-domain mix.
-* CDM (§5.3; the reference's code name ``*_tdm``): source pair ``i`` is
+* CDM (the reference's code name ``*_tdm``): source pair ``i`` is
   pasted onto union target ``i`` where the source is closer,
   ``M = [d_src >= d_trg - m]`` with the margin's sign flipped with
   probability 0.5 per pair; mixed labels are source GT / target teacher
   argmax (GT for labeled target images); pixel weights 1 on source pixels,
   ``q_t`` on target pixels. DACS replaces the mask by a ClassMix of
   ``ceil(n/2)`` source classes, ignore 250 included.
-* TDM (§5.6; code name ``*_cdm``): DepthMix inside the union batch (pairs
+* TDM (the reference's code name ``*_cdm``): DepthMix inside the union batch (pairs
   (2k, 2k+1)), teacher probabilities with one-hot GT for labeled images,
-  fixed margin 0.03, one ``q`` per batch (§4.5).
+  margin 0.03, one ``q`` per batch as the reference (``config.mix``
+  settings: ``mix_settings``). CDM and TDM both run
+  ``mixing.consistency.consistency_loss``.
 
 Depth scale (``config.ssda.depth_scale``): ``"paper"`` (default) reads raw
 SDE sigmoid disparities of both domains; MGS uses ``G`` on
 ``log(1 + 1/D)`` and the DepthMix masks compare per-image min-max
 normalised disparities of the crops. ``"reference"`` reproduces the code:
 target values are the exported min-max normalised maps and source values
-raw sigmoid outputs, compared as given (§5.4 [PAPER≠CODE]).
+raw sigmoid outputs, compared as given (where the paper and the code
+disagree, this follows the code).
 
 The teacher is the EMA of the student (``config.train.use_ema``), run in
-train mode (batch statistics, ASPP dropout) as in the reference (§4.4), one
+train mode (batch statistics, ASPP dropout) as in the reference, one
 forward on the union batch per mix (CDM, then TDM, each with its own dropout
 draw), as the reference. The teacher's BatchNorm statistics
 (``state.ema_batch_stats``) follow ``config.train.teacher_batch_stats``:
@@ -134,7 +137,7 @@ def _centre(color: jax.Array, index: int) -> jax.Array:
 def cross_domain_mask(sc, rng: jax.Array, source: dict[str, Any],
                       target: dict[str, Any], num_classes: int
                       ) -> jax.Array:
-  """The CDM mask ``[B, H, W]`` (1 = source pixel), §5.3.
+  """The CDM mask ``[B, H, W]`` (1 = source pixel).
 
   Args:
     sc: ``config.ssda`` (``cdm``, ``margin``, ``margin_random_flip``,
