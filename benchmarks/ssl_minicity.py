@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import tempfile
 import time
 
@@ -37,11 +36,13 @@ from sdeseg_jax.train import ssl
 
 
 def final_miou(workdir: str, model: str = "student") -> float:
-  path = os.path.join(workdir, "iou_tables", "paper_iou_final.md")
-  for line in open(path).read().splitlines():
-    if line.startswith(f"| {model} "):
-      return float(re.split(r"\s*\|\s*", line.strip("| "))[-1])
-  raise ValueError(f"no {model} row in {path}")
+  """The final mIoU (fraction) of ``model`` (paper protocol)."""
+  from sdeseg_jax.eval import evaluators  # pylint: disable=g-import-not-at-top
+  rec = evaluators.read_latest(workdir, "segmentation")
+  if rec is None or model not in rec["models"]:
+    raise ValueError(f"no {model} evaluation in "
+                     f"{evaluators.output_dir(workdir, 'segmentation')}")
+  return rec["models"][model]["miou"] / 100
 
 
 def late_mean(workdir: str, tag: str) -> float:
