@@ -46,6 +46,7 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import toolkit
@@ -138,15 +139,21 @@ def export_split(predict, variables, stream, split: str, *, out_dir: str,
   """Writes the pseudo-depth PNGs of one split; returns the image count."""
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   paths = relpaths_by_index(stream, split, data_dir)
+  # Host batches; only the colour goes on the mesh. The prediction is
+  # replicated and the indices are gathered from every process, so no
+  # data-sharded array is fetched (multi-host safe); process 0 writes.
   loader = pipeline.make_loader(stream, split=split,
                                 global_batch_size=batch_size, seed=seed,
-                                train=False, mesh=mesh, data_dir=data_dir)
+                                train=False, mesh=None, data_dir=data_dir)
   center = tuple(sorted(stream.frame_offsets)).index(0)
   n = 0
   for batch in loader:
-    disp = np.asarray(jax.device_get(predict(variables, batch["color"],
-                                             center)))
-    index = np.asarray(jax.device_get(batch["index"]))
+    color = sharding_lib.host_to_global(
+        {"color": np.asarray(batch["color"])}, mesh)["color"]
+    disp = np.asarray(jax.device_get(predict(variables, color, center)))
+    index = evaluators_lib.gather(np.asarray(batch["index"]))
+    if jax.process_index() != 0:
+      continue
     for d, i in zip(disp, index):
       if i < 0:
         continue  # padding of the last batch
