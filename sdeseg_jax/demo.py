@@ -127,6 +127,20 @@ class Preempted(Exception):
   """A training stage stopped before its step count (SIGTERM)."""
 
 
+def _skipped(workdir: str, name: str, log) -> bool:
+  """True (and says so) when stage ``name`` is already done."""
+  if _done(workdir, name) is None:
+    return False
+  log(f"[{name}] done, skipped")
+  return True
+
+
+def _sde_config(config, workdir: str, role: str):
+  """The SDE run of a domain, reading its generated MiniCity folder."""
+  return _sub_config(config[f"sde_{role}"], workdir,
+                     _sde_paths(config, workdir, role))
+
+
 def _check_finished(name: str, reached: int, wanted: int) -> None:
   if reached < wanted:
     raise Preempted(f"[{name}] preempted at step {reached} of {wanted}; "
@@ -138,11 +152,9 @@ def _make_sde_stage(role: str):
     import jax  # pylint: disable=g-import-not-at-top
     from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
     name = f"sde_{role}"
-    if _done(workdir, name) is not None:
-      log(f"[{name}] done, skipped")
+    if _skipped(workdir, name, log):
       return
-    sub = _sub_config(config[name], workdir, _sde_paths(config, workdir,
-                                                          role))
+    sub = _sde_config(config, workdir, role)
     log(f"[{name}] {sub.train.num_steps} steps of self-supervised depth on "
         f"the {role} domain -> {os.path.join(workdir, name)}")
     state = sde.run(sub, os.path.join(workdir, name))
@@ -156,11 +168,9 @@ def _make_export_stage(role: str):
   def stage(config, workdir: str, log) -> None:
     from sdeseg_jax.train import export  # pylint: disable=g-import-not-at-top
     name = f"export_{role}"
-    if _done(workdir, name) is not None:
-      log(f"[{name}] done, skipped")
+    if _skipped(workdir, name, log):
       return
-    sub = _sub_config(config[f"sde_{role}"], workdir,
-                      _sde_paths(config, workdir, role))
+    sub = _sde_config(config, workdir, role)
     sub.mode = "export_depth"
     sub.export.out_dir = os.path.join(workdir, "pseudo_depth", role)
     index = export.run(sub, os.path.join(workdir, f"sde_{role}"))
@@ -180,8 +190,7 @@ def ssda_config(config, workdir: str):
 
 def stage_ssda(config, workdir: str, log) -> None:
   from sdeseg_jax.train import ssda  # pylint: disable=g-import-not-at-top
-  if _done(workdir, "ssda") is not None:
-    log("[ssda] done, skipped")
+  if _skipped(workdir, "ssda", log):
     return
   sub = ssda_config(config, workdir)
   log(f"[ssda] row {sub.ssda.row}: {sub.train.num_steps} steps -> "
@@ -201,8 +210,7 @@ def _target_depth_metrics(config, workdir: str) -> dict[str, float]:
   from sdeseg_jax.train import sde
   from sdeseg_jax.utils import sharding as sharding_lib
   # pylint: enable=g-import-not-at-top
-  sub = _sub_config(config.sde_target, workdir,
-                    _sde_paths(config, workdir, "target"))
+  sub = _sde_config(config, workdir, "target")
   mesh = sharding_lib.make_mesh()
   task = sde.SDETask(sub)
   v = ckpt_lib.load_variables(os.path.join(workdir, "sde_target"))
