@@ -1,7 +1,7 @@
 """A short human-readable report of a run: tables and a few images.
 
-``write_report`` turns the JSON outputs of the stages (segmentation
-evaluations of ``train/ssda.py``, depth metrics of ``train/sde.py``) into
+``write_report`` turns the JSON outputs of the stages (the records of the
+segmentation evaluator, ``eval/evaluators.py``, and depth metrics) into
 ``<workdir>/report.md`` with PNG panels next to it:
 
 * a per-class IoU table (student and teacher) like the papers' Tables 12/14;
@@ -113,7 +113,7 @@ def write_report(workdir: str, *, title: str,
     title: heading.
     seg: ``{run name: eval record}`` with ``miou``, ``miou_teacher``,
       ``iou`` and ``iou_teacher`` (per-class fractions; None = NaN), as
-      written by ``train/ssda.py``'s evaluator.
+      written by ``eval.evaluators.SegmentationEvaluator``.
     depth: ``{SDE name: depth metrics}`` (``abs_rel``, ``a1``, ...).
     images: ``{caption: PNG path}`` (made relative to ``workdir``).
     notes: extra lines (timings, settings).

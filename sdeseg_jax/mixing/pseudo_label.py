@@ -12,7 +12,9 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-IGNORE_INDEX = 250
+from sdeseg_jax.data import labels as labels_lib
+
+IGNORE_INDEX = labels_lib.IGNORE_INDEX
 TAU = 0.968
 
 
