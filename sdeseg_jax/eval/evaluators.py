@@ -43,6 +43,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from sdeseg_jax.data import labels as labels_lib
 from sdeseg_jax.eval import depth as depth_eval
 from sdeseg_jax.eval import segmentation
 from sdeseg_jax.eval import tables
@@ -288,7 +289,6 @@ class SegmentationEvaluator:
   def images(self, models: Mapping[str, Any], num: int
              ) -> dict[str, np.ndarray]:
     """``{"predictions": [N, H, (2 + M) W, 3]}``: image | GT | each model."""
-    from sdeseg_jax.data import labels as labels_lib  # pylint: disable=g-import-not-at-top
     batch = first_batch(self.batches_fn)
     b = self._device(batch)
     host = gather({"color": np.asarray(batch["color"])[:, self.centre_index],

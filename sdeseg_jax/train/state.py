@@ -75,3 +75,18 @@ class TrainState(struct.PyTreeNode):
         tx=tx,
         ema_params=copy(params) if use_ema else None,
         ema_batch_stats=copy(batch_stats) if use_ema else None)
+
+
+def models_to_evaluate(state) -> dict[str, Any]:
+  """``{"student": variables[, "teacher": variables]}`` of a train state.
+
+  The teacher uses ``state.ema_batch_stats``: the running statistics of
+  ``config.train.teacher_batch_stats`` (its own, the averaged or the copied
+  student statistics).
+  """
+  models = {"student": {"params": state.params,
+                        "batch_stats": state.batch_stats}}
+  if state.ema_params is not None:
+    models["teacher"] = {"params": state.ema_params,
+                         "batch_stats": state.ema_batch_stats}
+  return models

@@ -51,6 +51,8 @@ from sdeseg_jax.losses.segmentation import cross_entropy
 from sdeseg_jax.models import pose as pose_lib
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.train import checkpoint as ckpt_lib
+from sdeseg_jax.train import state as state_lib
+from sdeseg_jax.train import trainer
 
 IGNORE_INDEX = labels_lib.IGNORE_INDEX
 Batch = dict[str, Any]
@@ -423,19 +425,7 @@ def load_initial_weights(params, batch_stats, config: mlc.ConfigDict
 # -- evaluation -------------------------------------------------------------
 
 
-def models_to_evaluate(state) -> dict[str, Any]:
-  """``{"student": variables[, "teacher": variables]}`` of a train state.
-
-  The teacher uses ``state.ema_batch_stats``: the running statistics of
-  ``config.train.teacher_batch_stats`` (its own, the averaged or the copied
-  student statistics).
-  """
-  models = {"student": {"params": state.params,
-                        "batch_stats": state.batch_stats}}
-  if state.ema_params is not None:
-    models["teacher"] = {"params": state.ema_params,
-                         "batch_stats": state.ema_batch_stats}
-  return models
+models_to_evaluate = state_lib.models_to_evaluate
 
 
 def eval_batches(stream: mlc.ConfigDict, config: mlc.ConfigDict,
@@ -491,7 +481,6 @@ def run(config: mlc.ConfigDict, workdir: str, *, task, train_iter,
     The final state (``trainer.fit``); ``state.step`` below
     ``config.train.num_steps`` means the run was preempted.
   """
-  from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
   try:
     return trainer.fit(config, workdir, task=task, train_iter=train_iter,
                        example_batch=example_batch, mesh=mesh,

@@ -30,6 +30,7 @@ import numpy as np
 from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import optim
 from sdeseg_jax.train import step as step_lib
+from sdeseg_jax.train import state as state_lib
 from sdeseg_jax.train.state import TrainState
 from sdeseg_jax.utils import sharding as sharding_lib
 
@@ -150,9 +151,8 @@ def _check_finite(step: int, metrics: dict[str, Any], ckpt) -> None:
 
 
 def _models(state: TrainState) -> dict[str, Any]:
-  """``{"student"[, "teacher"]}`` variables (``toolkit.models_to_evaluate``)."""
-  from sdeseg_jax.train import toolkit  # pylint: disable=g-import-not-at-top
-  return toolkit.models_to_evaluate(state)
+  """``{"student"[, "teacher"]}`` variables (``state.models_to_evaluate``)."""
+  return state_lib.models_to_evaluate(state)
 
 
 def _run_evaluators(evaluators, state: TrainState, step: int
