@@ -58,7 +58,6 @@ the teacher's forwards leave them unchanged. Evaluation reports the student
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -66,7 +65,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
-import numpy as np
 
 from sdeseg_jax.data import streams as streams_lib
 from sdeseg_jax.eval import evaluators as evaluators_lib

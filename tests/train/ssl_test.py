@@ -25,7 +25,6 @@ from configs import ssl_minicity  # noqa: E402
 from sdeseg_jax.data import minicity  # noqa: E402
 from sdeseg_jax.train import checkpoint as ckpt_lib  # noqa: E402
 from sdeseg_jax.mixing import teacher as teacher_lib  # noqa: E402
-from sdeseg_jax.train import seg  # noqa: E402
 from sdeseg_jax.train import ssl  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
 from sdeseg_jax.train import toolkit  # noqa: E402
