@@ -717,7 +717,7 @@ class MiniCitySidecar:
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
       raise DatasetError(
           f"{self.path}: not a MiniCity sidecar ({type(e).__name__}: {e}); "
-          "expected the schema of sdeseg_jax/data/minicity.py") from e
+          "expected the schema of sdeseg_jax/data/minicity/dataset.py") from e
     self.meta = meta
 
   def lookup(self, image_path: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-r"""MiniCity: procedural street scenes in the real datasets' layouts.
+r"""MiniCity datasets: rendering views and writing them in a real layout.
 
 No real dataset can be downloaded for tests and demos, so MiniCity renders a
 procedural 3-D street world (road, sidewalks, facades, walls, fences, poles,
@@ -94,8 +94,9 @@ import numpy as np
 from PIL import Image
 
 from sdeseg_jax.data import labels as L
-from sdeseg_jax.data import minicity_render as mr
-from sdeseg_jax.data import minicity_world as mw
+from sdeseg_jax.data.minicity import renderer as mr
+from sdeseg_jax.data.minicity import shaders
+from sdeseg_jax.data.minicity import world as mw
 
 VERSION = "1.0"
 LAYOUTS = ("cityscapes", "gta5", "synthia")
@@ -164,7 +165,7 @@ def _shade_rays(world, domain, pose, k, depth, prim, dirs):
   dh = dirs[hit]
   cos = np.abs((nrm * dh).sum(1)) / np.linalg.norm(dh, axis=1)
   foot = depth[hit] / float(np.sqrt(k[0, 0] * k[1, 1])) / np.maximum(cos, 0.2)
-  alb = mr.albedo(world, domain.style, prim[hit], pts[hit], nrm, salt, foot)
+  alb = shaders.albedo(world, domain.style, prim[hit], pts[hit], nrm, salt, foot)
   # Cast shadows on the ground plane and on horizontal tops near it.
   ph = pts[hit]
   flat = (nrm[:, 1] > 0.9) & (ph[:, 1] < 0.2)
@@ -652,5 +653,3 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())
