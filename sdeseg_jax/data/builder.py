@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from sdeseg_jax.data import layouts as layouts_lib
 from sdeseg_jax.data import readers
 from sdeseg_jax.data.readers import DatasetError
 
@@ -47,8 +48,6 @@ VERSION = "1.0.0"
 # Keys of a stream config that change what is stored.
 _READER_KEYS = ("layout", "image_folder", "frame_offsets", "all_frames",
                 "val_count", "intrinsics", "full_res", "sequence_path")
-SPLITS = {"cityscapes": ("train", "val"), "gta5": ("train", "val"),
-          "synthia": ("train", "val"), "camvid": ("train", "val", "test")}
 CITYSCAPES_DEPTH_UNIT = 1.0 / 256.0
 
 
@@ -123,7 +122,7 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     stream = self.builder_config.stream
     root = os.fspath(dl_manager.manual_dir)
-    splits = SPLITS[stream.layout]
+    splits = layouts_lib.LAYOUTS[stream.layout].splits
     # List every split first so that a broken dataset fails before writing.
     samples = {s: _list(stream, root, s) for s in splits}
     return {s: self._generate_examples(samples[s], stream.layout,
@@ -174,7 +173,7 @@ def encode_sample(s: readers.Sample, layout: str, *,
   Args:
     s: the sample; with ``with_pose`` its ``poses`` must be filled
       (``readers.list_samples`` of a ``with_pose`` stream).
-    layout: one of ``readers.LAYOUTS`` (label id table).
+    layout: one of ``layouts.NAMES`` (label id table).
     with_pose: store ``poses`` ``[T, 16]``.
 
   Returns:

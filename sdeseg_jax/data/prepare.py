@@ -12,7 +12,6 @@ frequencies) are printed and written to
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -28,15 +27,6 @@ from sdeseg_jax.data import labels as labels_lib
 
 def tfds_dir(config, workdir: str) -> str:
   return config.data.tfds_dir or os.path.join(workdir, "tfds")
-
-
-def with_overrides(stream, **kw):
-  """An unlocked copy of a stream config with some keys replaced."""
-  s = copy.deepcopy(stream)
-  with s.unlocked():
-    for k, v in kw.items():
-      s[k] = v
-  return s
 
 
 def dataset_statistics(builder) -> dict[str, Any]:

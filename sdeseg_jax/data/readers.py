@@ -57,22 +57,10 @@ import numpy as np
 from PIL import Image
 
 from sdeseg_jax.data import labels as labels_lib
+from sdeseg_jax.data import layouts as layouts_lib
 
 IGNORE_INDEX = 250
-LAYOUTS = ("cityscapes", "gta5", "synthia", "camvid")
-
-# Normalised intrinsics (fx/W, fy/H, cx/W, cy/H) of the full-resolution images
-# and that resolution (W, H), for datasets without per-image camera files
-# (REFERENCE_SPEC §1.6).
-DEFAULT_INTRINSICS = {
-    "cityscapes": ((2262.52 / 2048, 2265.30179 / 1024, 1096.98 / 2048,
-                    513.137 / 1024), (2048, 1024)),
-    "gta5": ((1.206285, 2.144507, 0.5, 0.5), (1920, 1080)),
-    "synthia": ((532.740352 / 1280, 532.740352 / 760, 0.5, 0.5), (1280, 760)),
-    # CamVid has no calibration in the reference; a 480x360 placeholder camera
-    # with a 60 degree horizontal field of view. Not used by any loss.
-    "camvid": ((0.866, 1.155, 0.5, 0.5), (480, 360)),
-}
+LAYOUTS = layouts_lib.NAMES
 
 
 class DatasetError(ValueError):
@@ -200,21 +188,6 @@ def _choose_folder(root: str, name: str, image_folder: str) -> tuple[str, str]:
   return _require_dir(full, f"the {name} images"), ".png"
 
 
-# Raw label values each layout may contain; anything else is an error.
-_VALID_RAW_IDS = {
-    "cityscapes": frozenset(l.id for l in labels_lib.LABELS if l.id >= 0),
-    "gta5": frozenset(l.id for l in labels_lib.LABELS if l.id >= 0),
-    "synthia": frozenset(range(23)),
-    "camvid": frozenset(range(labels_lib.CAMVID_UNLABELED_ID + 1)),
-}
-_LUTS = {
-    "cityscapes": labels_lib.CITYSCAPES_ID_TO_TRAINID_LUT,
-    "gta5": labels_lib.GTA5_ID_TO_TRAINID_LUT,
-    "synthia": labels_lib.SYNTHIA_ID_TO_TRAINID_LUT,
-    "camvid": labels_lib.CAMVID_ID_TO_TRAINID_LUT,
-}
-
-
 def load_train_ids(path: str, layout: str) -> np.ndarray:
   """Reads a label file and maps it to train ids.
 
@@ -240,12 +213,13 @@ def load_train_ids(path: str, layout: str) -> np.ndarray:
           "single-channel id image (L, P or 16-bit).")
     ids = np.asarray(img)
   values = np.unique(ids)
-  bad = [int(v) for v in values if int(v) not in _VALID_RAW_IDS[layout]]
+  lay = layouts_lib.LAYOUTS[layout]
+  bad = [int(v) for v in values if int(v) not in lay.raw_ids]
   if bad:
     raise DatasetError(
         f"{path}: label ids {bad[:10]} are not in the {layout} label table "
-        f"(known ids: {sorted(_VALID_RAW_IDS[layout])}).")
-  return _LUTS[layout][ids.astype(np.int64)]
+        f"(known ids: {sorted(lay.raw_ids)}).")
+  return lay.train_id_lut[ids.astype(np.int64)]
 
 
 def disparity_to_depth(disparity: np.ndarray, baseline_fx: float
@@ -390,7 +364,7 @@ def _cityscapes(root: str, split: str, *, image_folder: str,
         depth, depth_kind = disp, "cityscapes_disparity"
         depth_scale = cam["baseline"] * cam["fx"]
     else:
-      intr = DEFAULT_INTRINSICS["cityscapes"][0]
+      intr = layouts_lib.LAYOUTS["cityscapes"].intrinsics
     samples.append(Sample(
         index=len(samples), frames=frames,
         relpath=os.path.relpath(path, root), label=label,
@@ -580,7 +554,8 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
   if not root:
     raise DatasetError(f"stream {cfg.name!r}: 'path' (dataset folder) is empty")
   _require_dir(root, f"the {layout} dataset folder")
-  default_intr, default_full = DEFAULT_INTRINSICS[layout]
+  lay = layouts_lib.LAYOUTS[layout]
+  default_intr, default_full = lay.intrinsics, lay.full_res
   intr = tuple(cfg.intrinsics) if cfg.intrinsics else default_intr
   full_res = tuple(cfg.full_res) if cfg.full_res else default_full
   if len(intr) != 4 or len(full_res) != 2:
