@@ -78,7 +78,6 @@ def train_sde(root: str, data: str, args) -> dict:
   config.eval.split = ""
   config.train.update(log_every=100, checkpoint_every=args.sde_steps)
   workdir = os.path.join(root, "sde")
-  open(data + ".done", "w").close()
   sde.run(config, workdir)
   return ckpt_lib.load_variables(workdir), config
 

@@ -72,6 +72,7 @@ def main():
 
   import jax  # pylint: disable=g-import-not-at-top
   from configs import sde_minicity  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.data import resolve  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
@@ -87,9 +88,9 @@ def main():
 
   t0 = time.time()
   mesh = sharding.make_mesh()
-  path = sde.ensure_minicity(config, workdir)
-  stream = sde.stream_with_path(config.data.train, path)
-  val_stream = sde.stream_with_path(config.data.val, path)
+  path = resolve.dataset_root(config, "train", workdir)
+  stream = resolve.with_overrides(config.data.train, path=path)
+  val_stream = resolve.with_overrides(config.data.val, path=path)
   data_dir = os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,

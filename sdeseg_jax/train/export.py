@@ -46,6 +46,7 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax.data import resolve
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import sde
@@ -173,7 +174,8 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   base = config.data[ec.stream]
   path = base.path
   if not path and "minicity" in config:
-    path = sde.ensure_minicity(config, workdir)
+    # The SDE run's generated data (the stream ``train`` it trained on).
+    path = resolve.dataset_root(config, "train", workdir)
   if not path:
     raise ValueError(
         f"config.data.{ec.stream}.path is empty: set the dataset folder "

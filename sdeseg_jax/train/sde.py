@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from sdeseg_jax.data import resolve
 from sdeseg_jax.eval import depth as depth_eval
 from sdeseg_jax.geometry.transforms import transformation_from_parameters
 from sdeseg_jax.losses.feature import feature_distance
@@ -222,46 +223,6 @@ class SDETask:
     return res
 
 
-def ensure_minicity(config: mlc.ConfigDict, workdir: str) -> str:
-  """Path of the SDE stream's data, generating MiniCity there if missing."""
-  stream = config.data.train
-  return ensure_data(config, stream.path or
-                     os.path.join(workdir, "data", stream.name),
-                     "config.data.train.path")
-
-
-def ensure_data(config: mlc.ConfigDict, path: str, key: str) -> str:
-  """Returns ``path``, first generating MiniCity there if the config has a
-  ``minicity`` section and no finished generation (``<path>.done``) exists.
-
-  Args:
-    config: a mode's config; ``config.minicity`` (optional) says what to
-      generate.
-    path: the dataset root.
-    key: the config key ``path`` came from, named in the error.
-
-  Raises:
-    FileNotFoundError: ``path`` does not exist and nothing generates it.
-  """
-  if "minicity" in config and not os.path.isfile(path + ".done"):
-    from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
-    logging.info("generating MiniCity into %s", path)
-    minicity.generate_from_config(config.minicity, path, overwrite=True,
-                                  log=logging.info)
-    with open(path + ".done", "w") as f:
-      f.write("done\n")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(
-        f"{key}={path!r} does not exist; point it at the dataset root")
-  return path
-
-
-def stream_with_path(stream, path):
-  s = mlc.ConfigDict(stream.to_dict())
-  s.path = path
-  return s
-
-
 def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
   """ShapeDtypeStructs of the training batch (for parameter init)."""
   st = config.data.train
@@ -321,8 +282,8 @@ def run(config: mlc.ConfigDict, workdir: str) -> None:
   """Entry point of ``mode=sde``."""
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = sharding_lib.make_mesh()
-  path = ensure_minicity(config, workdir)
-  stream = stream_with_path(config.data.train, path)
+  path = resolve.dataset_root(config, "train", workdir)
+  stream = resolve.with_overrides(config.data.train, path=path)
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,
@@ -330,8 +291,8 @@ def run(config: mlc.ConfigDict, workdir: str) -> None:
   task = SDETask(config)
   eval_fn = image_fn = None
   if config.eval.split:
-    val_stream = stream_with_path(config.data.val, config.data.val.path or
-                                  path)
+    val_stream = resolve.with_overrides(
+        config.data.val, path=config.data.val.path or path)
     eval_fn, image_fn = make_eval_fns(task, config, mesh, val_stream,
                                       data_dir)
   trainer.fit(config, workdir, task=task, train_iter=loader,

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from sdeseg_jax.data import resolve
 from sdeseg_jax.eval import evaluator as evaluator_lib
 from sdeseg_jax.eval.depth import colorize
 from sdeseg_jax.losses.monodepth import monodepth_loss
@@ -371,15 +372,13 @@ def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def dataset_path(config: mlc.ConfigDict, workdir: str) -> str:
-  """Root of the data, generating MiniCity there first if configured."""
-  st = config.data.labeled
-  return sde.ensure_data(
-      config, st.path or os.path.join(workdir, "data", "minicity"),
-      "config.data.labeled.path")
+  """Root of the data (MiniCity generated into the workdir if configured)."""
+  return resolve.dataset_root(config, "labeled", workdir, folder="minicity",
+                              labels=True)
 
 
 def _stream(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
-  return sde.stream_with_path(stream, stream.path or path)
+  return resolve.with_overrides(stream, path=stream.path or path)
 
 
 def make_train_iterators(config, path: str, mesh, data_dir: str

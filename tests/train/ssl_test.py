@@ -349,7 +349,6 @@ class SSLRunTest(absltest.TestCase):
     for k in ("labeled", "unlabeled", "val", "val_full"):
       config.data[k].path = path
     workdir = os.path.join(root, "run")
-    open(path + ".done", "w").close()  # MiniCity is already generated
     ssl.run(config, workdir)
     tables = os.path.join(workdir, "iou_tables")
     self.assertEqual(
