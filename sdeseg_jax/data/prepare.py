@@ -102,7 +102,10 @@ def prepare_stream(stream, data_dir: str, workdir: str,
   builder = builder_lib.prepare(stream, data_dir)
   stats_path = os.path.join(
       workdir, f"stats_{builder_lib.config_name(stream)}.json")
-  if os.path.isfile(stats_path):
+  record = os.path.join(builder.data_dir, builder_lib.SOURCES_FILE)
+  # Statistics older than the (re)preparation describe the old files.
+  if os.path.isfile(stats_path) and (
+      os.stat(stats_path).st_mtime_ns >= os.stat(record).st_mtime_ns):
     with open(stats_path) as f:
       stats = json.load(f)
   else:
