@@ -291,7 +291,8 @@ def _read_sources(path: str) -> dict[str, list[int]] | None:
     return None
 
 
-def prepare(stream, data_dir: str) -> SdesegData:
+def prepare(stream, data_dir: str, *, check_sources: bool = True
+            ) -> SdesegData:
   """Prepares the stream's dataset (no-op when prepared and still current).
 
   A prepared dataset records the listing of the files it was made from
@@ -306,6 +307,8 @@ def prepare(stream, data_dir: str) -> SdesegData:
   Args:
     stream: stream config; ``stream.path`` is the dataset folder.
     data_dir: tfds data directory.
+    check_sources: compare the folder with the record; False trusts an
+      already prepared dataset (``pipeline`` checks once per process).
 
   Returns:
     The prepared builder (``builder.as_data_source(split)`` reads it).
@@ -314,8 +317,10 @@ def prepare(stream, data_dir: str) -> SdesegData:
     raise DatasetError(
         f"stream {stream.name!r}: 'path' (dataset folder) is empty")
   readers._require_dir(stream.path, f"the {stream.layout} dataset folder")
-  files = source_files(stream, exclude=data_dir)
   builder = make_builder(stream, data_dir)
+  if not check_sources and builder.is_prepared():
+    return builder
+  files = source_files(stream, exclude=data_dir)
   record = os.path.join(builder.data_dir, SOURCES_FILE)
   old = _read_sources(record)
   if builder.is_prepared() and old != files:

@@ -221,19 +221,29 @@ class Loader:
       close()
 
 
+# (tfds dir, config name) of the prepared datasets whose source folder this
+# process has compared with its record: later loaders of a run (every
+# evaluation opens one) do not list the folder again.
+_SOURCES_CHECKED: set[tuple[str, str]] = set()
+
+
 def _prepare_once(stream, data_dir: str):
   """Prepares on process 0 first, so that processes sharing a filesystem do
   not write the same files concurrently; the others then find it prepared
   (or prepare their own copy when ``data_dir`` is host-local)."""
+  key = (os.path.abspath(data_dir), builder_lib.config_name(stream))
+  check = key not in _SOURCES_CHECKED
   if jax.process_count() == 1:
-    return builder_lib.prepare(stream, data_dir)
-  # pylint: disable-next=g-import-not-at-top
-  from jax.experimental import multihost_utils
-  if jax.process_index() == 0:
-    builder_lib.prepare(stream, data_dir)
-  multihost_utils.sync_global_devices(
-      "prepare " + builder_lib.config_name(stream))
-  return builder_lib.prepare(stream, data_dir)
+    builder = builder_lib.prepare(stream, data_dir, check_sources=check)
+  else:
+    # pylint: disable-next=g-import-not-at-top
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      builder_lib.prepare(stream, data_dir, check_sources=check)
+    multihost_utils.sync_global_devices("prepare " + key[1])
+    builder = builder_lib.prepare(stream, data_dir, check_sources=check)
+  _SOURCES_CHECKED.add(key)
+  return builder
 
 
 def make_dataset(stream, *, split: str, global_batch_size: int, seed: int,

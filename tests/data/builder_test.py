@@ -3,6 +3,7 @@
 import io
 import os
 import shutil
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -56,6 +57,17 @@ class SourceFingerprintTest(absltest.TestCase):
     self._write_label(7)
     b = builder.prepare(self.stream, self.tfds)
     np.testing.assert_array_equal(self._stored_label(b), 0)
+
+  def test_unchecked_prepare_trusts_a_prepared_dataset(self):
+    with mock.patch.object(builder, "source_files",
+                           side_effect=AssertionError("listed")):
+      # Not prepared yet: the listing is needed for the record.
+      with self.assertRaisesRegex(AssertionError, "listed"):
+        builder.prepare(self.stream, self.tfds, check_sources=False)
+    builder.prepare(self.stream, self.tfds)
+    with mock.patch.object(builder, "source_files",
+                           side_effect=AssertionError("listed")):
+      builder.prepare(self.stream, self.tfds, check_sources=False)
 
   def test_listing_covers_size_and_mtime_and_skips_the_tfds_dir(self):
     inside = os.path.join(self.root, "tfds")
