@@ -1,12 +1,13 @@
-"""grain input pipelines: prepared tfds splits -> global ``jax.Array`` batches.
+"""grain input pipelines: prepared tfds splits -> per-process numpy batches.
 
 Entry point for the training engine::
 
   loader = make_loader(config.data.target, split="train",
                        global_batch_size=config.train.batch_size,
-                       seed=config.seed, train=True, mesh=mesh,
-                       data_dir=tfds_dir)
-  batch = next(loader)          # dict of global jax.Arrays (docs/design.md)
+                       seed=config.seed, train=True, data_dir=tfds_dir)
+  batch = next(loader)   # dict of host numpy arrays (docs/design.md), this
+                         # process's share of the global batch
+  batch = sharding.host_to_global(batch, mesh)   # only the trainer shards
   # orbax: checkpoint the iterator together with the state
   ocp.args.Composite(state=..., data_iter=grain.checkpoint.CheckpointSave(
       loader.iterator))
@@ -73,7 +74,6 @@ import numpy as np
 from sdeseg_jax.data import builder as builder_lib
 from sdeseg_jax.data import transforms
 from sdeseg_jax.data.readers import DatasetError
-from sdeseg_jax.utils import sharding
 
 
 def reference_subset(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -183,7 +183,7 @@ def stream_positions(stream, source) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Loader:
-  """Iterable of global batches; ``iterator`` is the checkpointable grain one.
+  """Iterable of host batches; ``iterator`` is the checkpointable grain one.
 
   Attributes:
     iterator: the ``grain.DatasetIterator`` (``get_state``/``set_state``;
@@ -192,11 +192,10 @@ class Loader:
     num_samples: samples of the stream before padding/repetition.
   """
 
-  def __init__(self, dataset: grain.IterDataset, mesh, num_batches,
+  def __init__(self, dataset: grain.IterDataset, num_batches,
                num_samples: int):
     self.dataset = dataset
     self.iterator = iter(dataset)
-    self.mesh = mesh
     self.num_batches = num_batches
     self.num_samples = num_samples
 
@@ -204,10 +203,7 @@ class Loader:
     return self
 
   def __next__(self) -> dict[str, Any]:
-    batch = next(self.iterator)
-    if self.mesh is None:
-      return batch
-    return sharding.host_to_global(batch, self.mesh)
+    return next(self.iterator)
 
   def get_state(self) -> dict[str, Any]:
     return self.iterator.get_state()
@@ -306,18 +302,20 @@ def make_dataset(stream, *, split: str, global_batch_size: int, seed: int,
 
 
 def make_loader(stream, *, split: str, global_batch_size: int, seed: int,
-                train: bool, mesh, data_dir: str) -> Loader:
+                train: bool, data_dir: str) -> Loader:
   """The one entry point of the input pipeline.
+
+  Batches are this process's numpy share of each global batch; the trainer
+  (``trainer.to_global``) or an evaluator makes them global sharded arrays,
+  so every loader returns the same kind of batch.
 
   Args:
     stream: a stream config (``configs/common.py:stream_config``).
     split: "train", "val" (or "test").
-    global_batch_size: batch size over all processes; a multiple of the
-      device count when ``mesh`` is given.
+    global_batch_size: batch size over all processes (a multiple of the
+      device count when the batches are sharded).
     seed: seeds the shuffle and every per-sample random draw.
     train: shuffled, repeated and augmented; else one padded ordered pass.
-    mesh: the data-parallel mesh; batches arrive as global ``jax.Array``s
-      sharded over its ``"data"`` axis. None: per-process numpy batches.
     data_dir: tfds data directory (prepared on first use).
 
   Returns:
@@ -325,9 +323,7 @@ def make_loader(stream, *, split: str, global_batch_size: int, seed: int,
     ``len(frame_offsets)``; ``H, W`` = ``crop_size`` in training, else
     ``image_size``).
   """
-  if mesh is not None:
-    sharding.local_batch_size(global_batch_size)  # Checks divisibility.
   ds, num_batches, num_samples = make_dataset(
       stream, split=split, global_batch_size=global_batch_size, seed=seed,
       train=train, data_dir=data_dir)
-  return Loader(ds, mesh, num_batches, num_samples)
+  return Loader(ds, num_batches, num_samples)
