@@ -109,7 +109,7 @@ def main(argv=None):
       full_res=(args.width, args.height), num_workers=0)
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=2, seed=0, train=True,
-      mesh=None, data_dir=os.path.join(root, "tfds"))
+      data_dir=os.path.join(root, "tfds"))
   v = {"params": variables["params"],
        "batch_stats": variables["batch_stats"]}
   sums = {}

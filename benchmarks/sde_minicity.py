@@ -94,7 +94,7 @@ def main():
   data_dir = os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,
-      seed=config.seed, train=True, mesh=mesh, data_dir=data_dir)
+      seed=config.seed, train=True, data_dir=data_dir)
   task = sde.SDETask(config)
   eval_fn, _ = sde.make_eval_fns(task, config, mesh, val_stream, data_dir)
   t_data = time.time() - t0

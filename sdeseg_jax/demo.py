@@ -211,7 +211,7 @@ def stage_report(config, workdir: str, log) -> None:
   n = config.report.num_images
   loader = pipeline.make_loader(streams["val"], split="val",
                                 global_batch_size=n, seed=0, train=False,
-                                mesh=None, data_dir=sub.data.tfds_dir)
+                                data_dir=sub.data.tfds_dir)
   b = next(loader)
   loader.close()
   pred = np.asarray(jax.device_get(jax.jit(

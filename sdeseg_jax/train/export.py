@@ -141,12 +141,12 @@ def export_split(predict, variables, stream, split: str, *, out_dir: str,
   paths = relpaths_by_index(stream, split, data_dir)
   loader = pipeline.make_loader(stream, split=split,
                                 global_batch_size=batch_size, seed=seed,
-                                train=False, mesh=mesh, data_dir=data_dir)
+                                train=False, data_dir=data_dir)
   center = tuple(sorted(stream.frame_offsets)).index(0)
   n = 0
   for batch in loader:
-    disp = np.asarray(jax.device_get(predict(variables, batch["color"],
-                                             center)))
+    color = sharding_lib.host_to_global(batch["color"], mesh)
+    disp = np.asarray(jax.device_get(predict(variables, color, center)))
     index = np.asarray(jax.device_get(batch["index"]))
     for d, i in zip(disp, index):
       if i < 0:

@@ -247,12 +247,12 @@ def make_eval_fns(task: SDETask, config: mlc.ConfigDict, mesh, stream,
   def batches():
     loader = pipeline.make_loader(
         stream, split=ec.split, global_batch_size=ec.batch_size,
-        seed=config.seed, train=False, mesh=mesh, data_dir=data_dir)
+        seed=config.seed, train=False, data_dir=data_dir)
     try:
       for i, b in enumerate(loader):
         if ec.num_batches and i >= ec.num_batches:
           break
-        yield b
+        yield sharding_lib.host_to_global(b, mesh)
     finally:
       loader.close()  # also when the consumer stops early
 
@@ -287,7 +287,7 @@ def run(config: mlc.ConfigDict, workdir: str) -> None:
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,
-      seed=config.seed, train=True, mesh=mesh, data_dir=data_dir)
+      seed=config.seed, train=True, data_dir=data_dir)
   task = SDETask(config)
   eval_fn = image_fn = None
   if config.eval.split:

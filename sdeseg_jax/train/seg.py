@@ -1,7 +1,7 @@
 """Segmentation pieces shared by the SSL and SSDA modes.
 
 Everything here is pure and runs inside the jitted step (except the
-host-side weight initialisation and the ``NamedIterators`` data helper):
+host-side weight initialisation):
 
 * ``labeled_seg_loss``: the supervised CE; with PAD the mean of the final and
   the (upsampled) intermediate CE (REFERENCE_SPEC §4.3).
@@ -28,9 +28,8 @@ The ``config.mix`` section (``mix_config``) parametrises the mixing.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from absl import logging
 import flax
@@ -464,51 +463,3 @@ def init_from_sde(variables: dict[str, Any], init_cfg: mlc.ConfigDict,
                              pose=model_cfg.pose, parts=tuple(init_cfg.parts))
   return copy_variables(variables, prev, mapping,
                         f"{init_cfg.checkpoint} step {prev['step']}")
-
-
-class NamedIterators:
-  """Several data iterators behind one, checkpointed together.
-
-  ``next()`` returns ``{name: next(iterator)}``. ``get_state``/``set_state``
-  (JSON bytes of ``{name: state}``) follow grain's protocol for
-  non-``DatasetIterator`` items, so ``trainer.fit`` checkpoints and restores
-  every stream's position with ``grain.checkpoint.CheckpointSave``.
-
-  Args:
-    **iterators: name -> a ``pipeline.Loader`` or anything with
-      ``get_state``/``set_state`` (dict states).
-  """
-
-  def __init__(self, **iterators):
-    if not iterators:
-      raise ValueError("NamedIterators needs at least one iterator")
-    self.iterators = iterators
-
-  def __iter__(self) -> Iterator[dict[str, Any]]:
-    return self
-
-  def __next__(self) -> dict[str, Any]:
-    return {k: next(v) for k, v in self.iterators.items()}
-
-  def get_state(self) -> bytes:
-    return json.dumps({k: v.get_state() for k, v in self.iterators.items()},
-                      sort_keys=True).encode()
-
-  def set_state(self, state: bytes | str | dict) -> None:
-    if isinstance(state, (bytes, str)):
-      state = json.loads(state)
-    missing = set(self.iterators) - set(state)
-    if missing:
-      raise ValueError(f"iterator checkpoint lacks streams {sorted(missing)}"
-                       f" (has {sorted(state)})")
-    for k, v in self.iterators.items():
-      v.set_state(state[k])
-
-  def start_prefetch(self) -> None:
-    """Called by grain after a restore; the loaders prefetch on demand."""
-
-  def close(self) -> None:
-    for v in self.iterators.values():
-      close = getattr(v, "close", None)
-      if close is not None:
-        close()

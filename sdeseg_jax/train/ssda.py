@@ -396,7 +396,8 @@ def resolve_streams(config: mlc.ConfigDict) -> dict[str, Any]:
   return out
 
 
-def make_train_stream(config, streams, data_dir: str) -> seg.NamedIterators:
+def make_train_stream(config, streams, data_dir: str
+                      ) -> streams_lib.NamedIterators:
   """``{"target", "source", "unlabeled"}`` batches (as the method needs);
   with MGS the source leaves are ``[B, num_candidates, ...]``."""
   sc = config.ssda
@@ -404,7 +405,7 @@ def make_train_stream(config, streams, data_dir: str) -> seg.NamedIterators:
   sizes = {"target": sc.batch_target, "source": sc.batch_source,
            "unlabeled": sc.batch_unlabeled}
   cand = {"source": sc.num_candidates} if sc.mgs else {}
-  return seg.NamedIterators(**streams_lib.make_stream_loaders(
+  return streams_lib.NamedIterators(**streams_lib.make_stream_loaders(
       {n: streams[n] for n in names}, {n: sizes[n] for n in names},
       seed=config.seed, data_dir=data_dir, candidates=cand))
 
@@ -454,12 +455,12 @@ class Evaluator:
     ec = self.config.eval
     loader = pipeline.make_loader(
         self.stream, split=ec.split, global_batch_size=ec.batch_size,
-        seed=self.config.seed, train=False, mesh=self.mesh,
+        seed=self.config.seed, train=False,
         data_dir=self.data_dir)
     for i, b in enumerate(loader):
       if ec.num_batches and i >= ec.num_batches:
         break
-      yield b
+      yield sharding_lib.host_to_global(b, self.mesh)
     loader.close()
 
   def confusions(self, state):

@@ -47,7 +47,7 @@ global over the batch, so 1 and N devices give the same step.
 
 Two data streams (``config.data.labeled``, ``config.data.unlabeled``) come
 from ``pipeline.make_loader`` each and are checkpointed together
-(``seg.NamedIterators``). Evaluation: the student and the EMA teacher on
+(``streams.NamedIterators``). Evaluation: the student and the EMA teacher on
 ``config.data.val`` with each protocol of ``config.eval.protocols``; mIoU,
 per-class IoU, best-so-far; per-class tables in ``<workdir>/iou_tables``;
 TensorBoard panels of predictions and of the DepthMix/ClassMix inputs.
@@ -65,6 +65,7 @@ import ml_collections as mlc
 import numpy as np
 
 from sdeseg_jax.data import resolve
+from sdeseg_jax.data import streams as streams_lib
 from sdeseg_jax.eval import evaluator as evaluator_lib
 from sdeseg_jax.eval.depth import colorize
 from sdeseg_jax.losses.monodepth import monodepth_loss
@@ -381,21 +382,21 @@ def _stream(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
   return resolve.with_overrides(stream, path=stream.path or path)
 
 
-def make_train_iterators(config, path: str, mesh, data_dir: str
-                         ) -> seg.NamedIterators:
+def make_train_iterators(config, path: str, data_dir: str
+                         ) -> streams_lib.NamedIterators:
   """The labeled (and unlabeled) training loaders, checkpointed together."""
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   its = {"labeled": pipeline.make_loader(
       _stream(config.data.labeled, path), split="train",
       global_batch_size=config.train.batch_size, seed=config.seed,
-      train=True, mesh=mesh, data_dir=data_dir)}
+      train=True, data_dir=data_dir)}
   if config.ssl.unlabeled:
     # A different seed decorrelates the two streams' orders.
     its["unlabeled"] = pipeline.make_loader(
         _stream(config.data.unlabeled, path), split="train",
         global_batch_size=config.ssl.unlabeled_batch_size,
-        seed=config.seed + 1, train=True, mesh=mesh, data_dir=data_dir)
-  return seg.NamedIterators(**its)
+        seed=config.seed + 1, train=True, data_dir=data_dir)
+  return streams_lib.NamedIterators(**its)
 
 
 def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
@@ -418,11 +419,11 @@ def make_eval_fns(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
     def gen():
       loader = pipeline.make_loader(
           stream, split=ec.split, global_batch_size=ec.batch_size,
-          seed=config.seed, train=False, mesh=mesh, data_dir=data_dir)
+          seed=config.seed, train=False, data_dir=data_dir)
       for i, b in enumerate(loader):
         if (limit or ec.num_batches) and i >= (limit or ec.num_batches):
           break
-        yield b
+        yield sharding_lib.host_to_global(b, mesh)
       loader.close()
     return gen
 
@@ -476,8 +477,9 @@ def make_eval_fns(task: SSLTask, config: mlc.ConfigDict, mesh, path: str,
         images, host["label"][:ec.num_images], preds)}
     if config.ssl.unlabeled:
       if "unl" not in panel_batch:
-        its = make_train_iterators(config, path, mesh, data_dir)
-        panel_batch["unl"] = next(its)["unlabeled"]
+        its = make_train_iterators(config, path, data_dir)
+        panel_batch["unl"] = sharding_lib.host_to_global(
+            next(its)["unlabeled"], mesh)
         its.close()
       mixed = jax.device_get(preview(
           state.params, state.batch_stats,
@@ -495,7 +497,7 @@ def run(config: mlc.ConfigDict, workdir: str) -> None:
   path = dataset_path(config, workdir)
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   task = SSLTask(config)
-  its = make_train_iterators(config, path, mesh, data_dir)
+  its = make_train_iterators(config, path, data_dir)
   eval_fn = image_fn = None
   if config.eval.split:
     eval_fn, image_fn = make_eval_fns(task, config, mesh, path, data_dir,

@@ -307,7 +307,7 @@ class _FakeLoader:
 class StreamsTest(absltest.TestCase):
 
   def test_candidates_axis_and_state(self):
-    ms = seg.NamedIterators(
+    ms = streams.NamedIterators(
         target=_FakeLoader(2),
         source=streams.CandidateLoader(_FakeLoader(2 * K), K))
     b = next(ms)
