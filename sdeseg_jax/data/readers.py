@@ -525,6 +525,56 @@ def _camvid(root: str, split: str, *, intrinsics, full_res, check: bool,
 
 
 # ----------------------------------------------------------------------------
+# The reader of each layout of ``layouts.LAYOUTS``: ``(stream config, root,
+# split, *, intrinsics, full_res, offsets, check, sidecar) -> samples``.
+
+
+def _read_cityscapes(cfg, root, split, *, intrinsics, full_res, offsets,
+                     check, sidecar):
+  del intrinsics, check  # Camera files; frames are checked by list_samples.
+  return _cityscapes(
+      root, split, image_folder=cfg.image_folder, frame_offsets=offsets,
+      all_frames=cfg.all_frames, full_res=full_res, sidecar=sidecar)
+
+
+def _read_camvid(cfg, root, split, *, intrinsics, full_res, offsets, check,
+                 sidecar):
+  if offsets != (0,) or cfg.all_frames:
+    raise DatasetError("camvid has no sequences; use frame_offsets=(0,)")
+  return _camvid(root, split, intrinsics=intrinsics, full_res=full_res,
+                 check=check, sidecar=sidecar)
+
+
+def _read_gta5_or_synthia(cfg, root, split, *, intrinsics, full_res, offsets,
+                          check, sidecar):
+  layout = cfg.layout
+  if cfg.all_frames:
+    seq_root = cfg.sequence_path or os.path.join(root, "sequences")
+    if layout == "synthia":
+      seq_root = cfg.sequence_path or root
+    seq_root = _require_dir(seq_root, f"the {layout} sequence folder "
+                            "(set sequence_path)")
+    return _gta5_or_synthia_seq(
+        seq_root, layout, split, image_folder=cfg.image_folder,
+        frame_offsets=offsets, intrinsics=intrinsics, full_res=full_res,
+        check=check, sidecar=sidecar, dataset_root=root)
+  if offsets != (0,):
+    raise DatasetError(
+        f"stream {cfg.name!r}: {layout} segmentation images have no "
+        f"neighbour frames (frame_offsets={offsets}); set all_frames=True "
+        "to read the sequence folder instead.")
+  lay = layouts_lib.LAYOUTS[layout]
+  return _seg_pairs(
+      root, lay.image_folders[0], lay.label_folders[0], layout, split,
+      image_folder=cfg.image_folder, val_count=cfg.val_count,
+      intrinsics=intrinsics, full_res=full_res, check=check, sidecar=sidecar)
+
+
+READERS = {"cityscapes": _read_cityscapes, "gta5": _read_gta5_or_synthia,
+           "synthia": _read_gta5_or_synthia, "camvid": _read_camvid}
+
+
+# ----------------------------------------------------------------------------
 # Entry point.
 
 
@@ -567,37 +617,9 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
     raise DatasetError(
         f"stream {cfg.name!r}: frame_offsets={offsets} must contain 0")
   sidecar = MiniCitySidecar(root)
-  if layout == "cityscapes":
-    samples = _cityscapes(
-        root, split, image_folder=cfg.image_folder, frame_offsets=offsets,
-        all_frames=cfg.all_frames, full_res=full_res, sidecar=sidecar)
-  elif layout == "camvid":
-    if offsets != (0,) or cfg.all_frames:
-      raise DatasetError("camvid has no sequences; use frame_offsets=(0,)")
-    samples = _camvid(root, split, intrinsics=intr, full_res=full_res,
-                      check=check, sidecar=sidecar)
-  elif cfg.all_frames:
-    seq_root = cfg.sequence_path or os.path.join(root, "sequences")
-    if layout == "synthia":
-      seq_root = cfg.sequence_path or root
-    seq_root = _require_dir(seq_root, f"the {layout} sequence folder "
-                            "(set sequence_path)")
-    samples = _gta5_or_synthia_seq(
-        seq_root, layout, split, image_folder=cfg.image_folder,
-        frame_offsets=offsets, intrinsics=intr, full_res=full_res,
-        check=check, sidecar=sidecar, dataset_root=root)
-  else:
-    if offsets != (0,):
-      raise DatasetError(
-          f"stream {cfg.name!r}: {layout} segmentation images have no "
-          f"neighbour frames (frame_offsets={offsets}); set all_frames=True "
-          "to read the sequence folder instead.")
-    img, lbl = (("images", "labels") if layout == "gta5" else
-                ("RGB", "synthia_mapped_to_cityscapes"))
-    samples = _seg_pairs(
-        root, img, lbl, layout, split, image_folder=cfg.image_folder,
-        val_count=cfg.val_count, intrinsics=intr, full_res=full_res,
-        check=check, sidecar=sidecar)
+  samples = READERS[layout](cfg, root, split, intrinsics=intr,
+                            full_res=full_res, offsets=offsets, check=check,
+                            sidecar=sidecar)
   if not samples:
     raise DatasetError(f"{root}: no samples for split {split!r}")
   if cfg.with_pose:

@@ -32,6 +32,8 @@ class LayoutRegistryTest(absltest.TestCase):
   def test_readers_and_builder_use_the_registry(self):
     self.assertEqual(readers.LAYOUTS, ("cityscapes", "gta5", "synthia",
                                        "camvid"))
+    # Every registered layout has its reader, and nothing else has one.
+    self.assertEqual(set(readers.READERS), set(layouts.LAYOUTS))
     self.assertEqual(layouts.get("camvid").splits, ("train", "val", "test"))
     with self.assertRaisesRegex(ValueError, r"config.data.x.layout='kitti'"):
       layouts.get("kitti", "config.data.x.layout")
