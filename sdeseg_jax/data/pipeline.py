@@ -77,7 +77,7 @@ from sdeseg_jax.data.readers import DatasetError
 
 
 def reference_subset(n_total: int, n: int, seed: int) -> np.ndarray:
-  """The reference's random labeled subset (REFERENCE_SPEC §1.7).
+  """The reference's random labeled subset.
 
   ``np.random.seed(seed); np.random.permutation(n_total)[:n]``, sorted. For
   seed 42 and 2975 images the permutation starts 2403, 2865, 2159, ...

@@ -2,7 +2,7 @@
 
 A reader turns a dataset folder into a list of :class:`Sample` records, one
 per training example, in the reference's order: the *sorted list of full path
-strings* of the annotated images (REFERENCE_SPEC §1.2). The position of a
+strings* of the annotated images. The position of a
 record in that list is its ``index``, the number the labeled-subset files and
 the reference's ``preselected_labels`` refer to.
 
@@ -28,7 +28,7 @@ the reference's preprocessed copies, ``leftImg8bit_small`` with ``.jpg``):
   train/val split rule as GTA5. With ``all_frames`` (SynthiaSeq): train =
   every ``video/<seq>/<id:06d>.<ext>`` frame (or ``video_small``) under
   ``sequence_path`` (default ``<path>``), val = ``RGB`` with 7-digit ids as
-  neighbours, as the reference does (REFERENCE_SPEC §1.5).
+  neighbours, as the reference does.
 * ``camvid``: SegNet layout ``{train,val,test}/*.png`` and
   ``{train,val,test}annot/*.png`` (ids 0..10, 11 = unlabeled -> 250).
 
@@ -192,7 +192,7 @@ def load_train_ids(path: str, layout: str) -> np.ndarray:
   """Reads a label file and maps it to train ids.
 
   Palette ("P") files are read without ``convert`` so that the raw indices are
-  the ids (GTA5, Synthia; REFERENCE_SPEC §1.3).
+  the ids (GTA5, Synthia; as the reference reads them).
 
   Args:
     path: label PNG.
@@ -310,7 +310,7 @@ def _cityscapes(root: str, split: str, *, image_folder: str,
   for path in files:
     frames = tuple(_cs_neighbour(path, base_dir, seq_dir, o) for o in offsets)
     if all_frames and not all(os.path.isfile(f) for f in frames):
-      continue  # The reference drops frames without neighbours (§1.5).
+      continue  # The reference drops frames without neighbours.
     for f in frames:
       if not os.path.isfile(f):
         raise DatasetError(
@@ -446,7 +446,7 @@ def _sequence_frames(base: str, ext: str, offsets: Sequence[int],
                      digits: int | None) -> list[tuple[str, ...]]:
   """Frames whose numeric id has every neighbour id + offset on disk.
 
-  GTASeq / SynthiaSeq rule (REFERENCE_SPEC §1.5): files are sorted and a file
+  The reference's GTASeq / SynthiaSeq rule: files are sorted and a file
   is kept if the files with ids ``id + o`` exist for every offset ``o``.
   """
   files = _glob_sorted(base, ext)

@@ -109,7 +109,7 @@ CITIES = {
     "train": ("aachen", "bremen", "zurich"),
     "val": ("frankfurt", "lindau", "munster"),
 }
-# Intrinsics normalised by image width / height (REFERENCE_SPEC §1.6).
+# Intrinsics normalised by image width / height (the reference's defaults).
 NORMALIZED_INTRINSICS = {
     "cityscapes": (1131.26 / 1024, 1132.65 / 512, 548.49 / 1024,
                    256.57 / 512),
