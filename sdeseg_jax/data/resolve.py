@@ -37,7 +37,7 @@ _ROLE_NAMES = {"target": "target dataset (labeled subset)",
 
 
 def with_overrides(stream, **kw):
-  """An unlocked copy of a stream config with some keys replaced."""
+  """A copy of a stream config with some keys replaced (or added)."""
   s = copy.deepcopy(stream)
   with s.unlocked():
     for k, v in kw.items():
