@@ -72,6 +72,10 @@ class UsersDataIsOnlyReadTest(absltest.TestCase):
     self.assertIn("not a MiniCity dataset", r.last_error_line)
     self.assertFalse(r.has_traceback, r.stderr[-2000:])
     self.assertEqual(_cli.tree_digest(user), before)
+    r = _cli.run_module("sdeseg_jax.data.minicity", "stats", user)
+    self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+    self.assertIn("minicity.json: no MiniCity sidecar", r.last_error_line)
+    self.assertFalse(r.has_traceback, r.stderr[-2000:])
 
 
 class PreparedDataFollowsTheFolderTest(absltest.TestCase):
