@@ -78,7 +78,6 @@ def train_sde(root: str, data: str, args) -> dict:
   config.eval.split = ""
   config.train.update(log_every=100, checkpoint_every=args.sde_steps)
   workdir = os.path.join(root, "sde")
-  open(data + ".done", "w").close()
   sde.run(config, workdir)
   return ckpt_lib.load_variables(workdir), config
 
@@ -109,7 +108,7 @@ def main(argv=None):
       full_res=(args.width, args.height), num_workers=0)
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=2, seed=0, train=True,
-      mesh=None, data_dir=os.path.join(root, "tfds"))
+      data_dir=os.path.join(root, "tfds"))
   v = {"params": variables["params"],
        "batch_stats": variables["batch_stats"]}
   sums = {}

@@ -41,7 +41,7 @@ def measure(stream, data_dir: str, batch_size: int, batches: int,
   t0 = time.perf_counter()
   loader = pipeline.make_loader(stream, split="train",
                                 global_batch_size=batch_size, seed=0,
-                                train=True, mesh=None, data_dir=data_dir)
+                                train=True, data_dir=data_dir)
   for _ in range(warmup):
     next(loader)
   t1 = time.perf_counter()

@@ -73,6 +73,7 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   from configs import sde_minicity  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.data import resolve  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import toolkit  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
@@ -88,13 +89,13 @@ def main():
 
   t0 = time.time()
   mesh = sharding.make_mesh()
-  path = toolkit.ensure_minicity(config, workdir)
-  stream = toolkit.stream_with_path(config.data.train, path)
-  val_stream = toolkit.stream_with_path(config.data.val, path)
+  path = resolve.dataset_root(config, "train", workdir)
+  stream = resolve.with_overrides(config.data.train, path=path)
+  val_stream = resolve.with_overrides(config.data.val, path=path)
   data_dir = os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,
-      seed=config.seed, train=True, mesh=mesh, data_dir=data_dir)
+      seed=config.seed, train=True, data_dir=data_dir)
   task = sde.SDETask(config)
   (evaluator,) = sde.make_evaluators(task, config, mesh, val_stream,
                                      data_dir, workdir="")

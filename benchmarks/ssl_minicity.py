@@ -30,8 +30,9 @@ import _report
 import jax
 import numpy as np
 
+from configs import common
 from configs import ssl_minicity
-from sdeseg_jax.data import minicity
+from sdeseg_jax.data import resolve
 from sdeseg_jax.train import ssl
 
 
@@ -83,12 +84,10 @@ def main(argv=None):
                     os.path.join(root, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   data = os.path.join(root, "minicity")
-  if not os.path.isfile(data + ".done"):
-    minicity.generate(data, "cityscapes", 0, width=args.width,
-                      height=args.height,
-                      num_train_sequences=args.sequences,
-                      num_val_sequences=8, log=None, overwrite=True)
-    open(data + ".done", "w").close()
+  resolve.ensure_minicity(common.minicity_config(
+      layout="cityscapes", seed=0, width=args.width, height=args.height,
+      num_train_sequences=args.sequences, num_val_sequences=8), data,
+                          log=None)
   rows = args.rows.split(",")
   seeds = [int(s) for s in args.seeds.split(",")]
   results = {r: [] for r in rows}

@@ -193,7 +193,7 @@ def ssda_config(*, row: str, target, source, unlabeled, val,
   config.model = model
   config.train = train
   config.optim = optim
-  # Weights of the SDE run (encoder, decoders, pose), train/seg.py.
+  # Weights of the SDE run (encoder, decoders, pose), train/toolkit.py.
   config.init = common.mlc.ConfigDict()
   config.init.checkpoint = init_checkpoint
   config.init.step = -1

@@ -39,28 +39,27 @@ import ml_collections as mlc
 import numpy as np
 
 from sdeseg_jax.data import prepare as prepare_lib
+from sdeseg_jax.data import resolve
 
 _ROLES = ("target", "source")
 
 
 def data_root(workdir: str, stream) -> str:
-  return os.path.join(workdir, "data", stream.name)
+  return resolve.generated_root(workdir, stream.name)
 
 
 def streams_with_paths(config, workdir: str) -> dict[str, Any]:
   """The demo's streams with ``path`` set to their generated folders."""
-  return {role: prepare_lib.with_overrides(
+  return {role: resolve.with_overrides(
       config.data[role], path=data_root(workdir, config.data[role]))
           for role in _ROLES}
 
 
 def stage_generate(config, workdir: str, log) -> None:
-  from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
   for role in _ROLES:
     stream = config.data[role]
     out = data_root(workdir, stream)
-    marker = out + ".done"
-    if os.path.isfile(marker):
+    if resolve.is_generated(out):
       log(f"[generate] {out} exists, skipped")
       continue
     mc = config.minicity[role]
@@ -69,16 +68,7 @@ def stage_generate(config, workdir: str, log) -> None:
           f"config.minicity.{role}.layout={mc.layout!r} but "
           f"config.data.{role}.layout={stream.layout!r}")
     log(f"[generate] MiniCity {mc.layout} -> {out}")
-    minicity.generate(
-        out, layout=mc.layout, seed=mc.seed, width=mc.width,
-        height=mc.height, num_train_sequences=mc.num_train_sequences,
-        num_val_sequences=mc.num_val_sequences,
-        frames_per_sequence=mc.frames_per_sequence,
-        # No marker means no finished run: a partial folder from an
-        # interrupted one is replaced.
-        overwrite=True)
-    with open(marker, "w") as f:
-      f.write("done\n")
+    resolve.ensure_minicity(mc, out, log=log)
 
 
 def stage_prepare(config, workdir: str, log) -> None:

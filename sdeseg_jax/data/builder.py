@@ -26,6 +26,10 @@ dataset rather than reusing a stale one. ``with_pose`` enters the hash only
 when it is set: a pose stream therefore never reuses a folder prepared
 without poses, while the names (and prepared folders) of the streams without
 poses stay what they were before the key existed.
+
+A prepared dataset also records the files it was made from (path, size and
+modification time, ``SOURCES_FILE``); ``prepare`` prepares again when the
+folder changed, so edited labels are checked again rather than reused.
 """
 
 from __future__ import annotations
@@ -34,21 +38,24 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from typing import Any
 
+from absl import logging
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from sdeseg_jax.data import layouts as layouts_lib
 from sdeseg_jax.data import readers
 from sdeseg_jax.data.readers import DatasetError
 
 VERSION = "1.0.0"
+# In a prepared dataset's folder: the listing of the files it was made from.
+SOURCES_FILE = "sdeseg_sources.json"
 # Keys of a stream config that change what is stored.
 _READER_KEYS = ("layout", "image_folder", "frame_offsets", "all_frames",
                 "val_count", "intrinsics", "full_res", "sequence_path")
-SPLITS = {"cityscapes": ("train", "val"), "gta5": ("train", "val"),
-          "synthia": ("train", "val"), "camvid": ("train", "val", "test")}
 CITYSCAPES_DEPTH_UNIT = 1.0 / 256.0
 
 
@@ -123,7 +130,7 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     stream = self.builder_config.stream
     root = os.fspath(dl_manager.manual_dir)
-    splits = SPLITS[stream.layout]
+    splits = layouts_lib.LAYOUTS[stream.layout].splits
     # List every split first so that a broken dataset fails before writing.
     samples = {s: _list(stream, root, s) for s in splits}
     return {s: self._generate_examples(samples[s], stream.layout,
@@ -174,7 +181,7 @@ def encode_sample(s: readers.Sample, layout: str, *,
   Args:
     s: the sample; with ``with_pose`` its ``poses`` must be filled
       (``readers.list_samples`` of a ``with_pose`` stream).
-    layout: one of ``readers.LAYOUTS`` (label id table).
+    layout: one of ``layouts.NAMES`` (label id table).
     with_pose: store ``poses`` ``[T, 16]``.
 
   Returns:
@@ -236,12 +243,72 @@ def make_builder(stream, data_dir: str) -> SdesegData:
                     data_dir=data_dir, file_format="array_record")
 
 
-def prepare(stream, data_dir: str) -> SdesegData:
-  """Prepares the stream's dataset (no-op when already prepared).
+def source_files(stream, exclude: str = "") -> dict[str, list[int]]:
+  """``{path: [size, mtime_ns]}`` of every file of the stream's folders.
+
+  The fingerprint of what a prepared dataset was made from: the dataset
+  folder and, when set, the sequence folder (paths relative to each, the
+  latter prefixed ``sequence_path:``). ``exclude`` (the tfds directory,
+  should it lie inside the dataset folder) is skipped.
+  """
+  roots = [("", stream.path)]
+  if stream.sequence_path:
+    roots.append(("sequence_path:", stream.sequence_path))
+  skip = os.path.realpath(exclude) if exclude else None
+  out = {}
+  for prefix, root in roots:
+    for d, dirs, files in os.walk(root):
+      dirs[:] = sorted(x for x in dirs
+                       if os.path.realpath(os.path.join(d, x)) != skip)
+      for f in files:
+        path = os.path.join(d, f)
+        st = os.stat(path)
+        out[prefix + os.path.relpath(path, root)] = [st.st_size,
+                                                     st.st_mtime_ns]
+  return out
+
+
+def describe_changes(old: dict[str, list[int]],
+                     new: dict[str, list[int]]) -> str:
+  """A short account of how two ``source_files`` listings differ."""
+  parts = []
+  for what, names in (
+      ("added", sorted(set(new) - set(old))),
+      ("removed", sorted(set(old) - set(new))),
+      ("changed", sorted(k for k in set(old) & set(new)
+                         if old[k] != new[k]))):
+    if names:
+      more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+      parts.append(f"{len(names)} {what} ({', '.join(names[:3])}{more})")
+  return "; ".join(parts) or "no files changed"
+
+
+def _read_sources(path: str) -> dict[str, list[int]] | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def prepare(stream, data_dir: str, *, check_sources: bool = True
+            ) -> SdesegData:
+  """Prepares the stream's dataset (no-op when prepared and still current).
+
+  A prepared dataset records the listing of the files it was made from
+  (``SOURCES_FILE``: path, size and modification time of every file). When
+  the folder no longer matches (a file added, removed, rewritten or
+  touched), the prepared copy is deleted and the folder is read and checked
+  again, so a changed label file is checked, not silently reused. Content
+  hashes would also catch a rewrite that keeps size and modification time,
+  at the cost of reading the whole dataset on every start (docs/
+  benchmarks.md).
 
   Args:
     stream: stream config; ``stream.path`` is the dataset folder.
     data_dir: tfds data directory.
+    check_sources: compare the folder with the record; False trusts an
+      already prepared dataset (``pipeline`` checks once per process).
 
   Returns:
     The prepared builder (``builder.as_data_source(split)`` reads it).
@@ -251,8 +318,25 @@ def prepare(stream, data_dir: str) -> SdesegData:
         f"stream {stream.name!r}: 'path' (dataset folder) is empty")
   readers._require_dir(stream.path, f"the {stream.layout} dataset folder")
   builder = make_builder(stream, data_dir)
+  if not check_sources and builder.is_prepared():
+    return builder
+  files = source_files(stream, exclude=data_dir)
+  record = os.path.join(builder.data_dir, SOURCES_FILE)
+  old = _read_sources(record)
+  if builder.is_prepared() and old != files:
+    why = (describe_changes(old, files) if old is not None else
+           f"prepared without a {SOURCES_FILE}")
+    logging.warning("%s changed since %s was prepared (%s): preparing it "
+                    "again", stream.path, builder.data_dir, why)
+    shutil.rmtree(builder.data_dir)
+    builder = make_builder(stream, data_dir)
   tfds.disable_progress_bar()  # One line per split is enough in logs.
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(
           manual_dir=stream.path))
+  if old != files:
+    tmp = record + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(files, f, sort_keys=True)
+    os.replace(tmp, record)
   return builder

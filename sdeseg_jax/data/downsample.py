@@ -3,7 +3,7 @@ r"""Offline downsampling into the reference's ``_small`` folders.
   python -m sdeseg_jax.data.downsample --root /data/cityscapes \
       --layout cityscapes [--width 1024 --height 512] [--workers 2]
 
-REFERENCE_SPEC §1.1: every ``*.png`` image of the layout's image folders
+As the reference preprocesses its data: every ``*.png`` image of the layout's image folders
 (Cityscapes ``leftImg8bit`` and ``leftImg8bit_sequence``, GTA5 ``images``,
 Synthia ``RGB`` and ``video``) is resized to 1024x512 with PIL Lanczos
 (``Image.ANTIALIAS``; the aspect ratio is *not* kept, as in the reference) and
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(
       prog="python -m sdeseg_jax.data.downsample",
       description="Lanczos-resizes a dataset's images to WIDTHxHEIGHT JPEG "
-      "q98 4:4:4 in its *_small folders (REFERENCE_SPEC 1.1); skips /test "
+      "q98 4:4:4 in its *_small folders (as the reference does); skips /test "
       "and files already done.")
   p.add_argument("--root", required=True, help="dataset folder")
   p.add_argument("--layout", required=True, choices=sorted(FOLDERS))

@@ -2,8 +2,7 @@
 
 Cityscapes *label ids* (0..33, what ``gtFine_labelIds.png`` stores) are
 mapped to the 19 *train ids* (0..18) with a 256-entry lookup table whose
-default is the ignore index 250, as the reference loaders do (REFERENCE_SPEC
-§1.3). GTA5 label files are palette PNGs whose indices are Cityscapes label
+default is the ignore index 250, as the reference loaders do. GTA5 label files are palette PNGs whose indices are Cityscapes label
 ids, so they share the Cityscapes table. Synthia's
 ``synthia_mapped_to_cityscapes`` files store Synthia class ids with their own
 table. The IJCV paper scores Synthia on 16 and 13 of the 19 classes; the index
@@ -101,7 +100,7 @@ CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
     i: t for t, i in enumerate(TRAIN_LABEL_IDS)}
 GTA5_ID_TO_TRAINID: dict[int, int] = dict(CITYSCAPES_ID_TO_TRAINID)
 
-# Synthia class id -> train id (synthia_seg_loader.py, REFERENCE_SPEC §1.3).
+# Synthia class id -> train id (the reference's synthia_seg_loader.py).
 SYNTHIA_ID_TO_TRAINID: dict[int, int] = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10,
     10: 11, 17: 12, 8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18}
@@ -110,14 +109,14 @@ SYNTHIA_ID_TO_TRAINID: dict[int, int] = {
 SYNTHIA_VOID_ID = 0
 SYNTHIA_PARKING_ID = 13
 
-# The IJCV Synthia protocols, as train ids (REFERENCE_SPEC §1.3).
+# The IJCV Synthia protocols, as train ids.
 SYNTHIA_13_TRAIN_IDS: tuple[int, ...] = (
     0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
 SYNTHIA_16_TRAIN_IDS: tuple[int, ...] = tuple(
     sorted(SYNTHIA_13_TRAIN_IDS + (3, 4, 5)))
 
 # CamVid (SegNet layout): ids 0..10 are classes, 11 is "unlabelled" -> 250.
-# [BUG] The reference builds a 12-way head for it (REFERENCE_SPEC §1.3).
+# [BUG] The reference builds a 12-way head for it.
 CAMVID_CLASS_NAMES: tuple[str, ...] = (
     "sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol",
     "fence", "car", "pedestrian", "bicyclist")

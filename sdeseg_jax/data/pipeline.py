@@ -1,12 +1,13 @@
-"""grain input pipelines: prepared tfds splits -> global ``jax.Array`` batches.
+"""grain input pipelines: prepared tfds splits -> per-process numpy batches.
 
 Entry point for the training engine::
 
   loader = make_loader(config.data.target, split="train",
                        global_batch_size=config.train.batch_size,
-                       seed=config.seed, train=True, mesh=mesh,
-                       data_dir=tfds_dir)
-  batch = next(loader)          # dict of global jax.Arrays (docs/design.md)
+                       seed=config.seed, train=True, data_dir=tfds_dir)
+  batch = next(loader)   # dict of host numpy arrays (docs/design.md), this
+                         # process's share of the global batch
+  batch = sharding.host_to_global(batch, mesh)   # only the trainer shards
   # orbax: checkpoint the iterator together with the state
   ocp.args.Composite(state=..., data_iter=grain.checkpoint.CheckpointSave(
       loader.iterator))
@@ -73,11 +74,10 @@ import numpy as np
 from sdeseg_jax.data import builder as builder_lib
 from sdeseg_jax.data import transforms
 from sdeseg_jax.data.readers import DatasetError
-from sdeseg_jax.utils import sharding
 
 
 def reference_subset(n_total: int, n: int, seed: int) -> np.ndarray:
-  """The reference's random labeled subset (REFERENCE_SPEC §1.7).
+  """The reference's random labeled subset.
 
   ``np.random.seed(seed); np.random.permutation(n_total)[:n]``, sorted. For
   seed 42 and 2975 images the permutation starts 2403, 2865, 2159, ...
@@ -183,7 +183,7 @@ def stream_positions(stream, source) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Loader:
-  """Iterable of global batches; ``iterator`` is the checkpointable grain one.
+  """Iterable of host batches; ``iterator`` is the checkpointable grain one.
 
   Attributes:
     iterator: the ``grain.DatasetIterator`` (``get_state``/``set_state``;
@@ -192,11 +192,10 @@ class Loader:
     num_samples: samples of the stream before padding/repetition.
   """
 
-  def __init__(self, dataset: grain.IterDataset, mesh, num_batches,
+  def __init__(self, dataset: grain.IterDataset, num_batches,
                num_samples: int):
     self.dataset = dataset
     self.iterator = iter(dataset)
-    self.mesh = mesh
     self.num_batches = num_batches
     self.num_samples = num_samples
 
@@ -204,10 +203,7 @@ class Loader:
     return self
 
   def __next__(self) -> dict[str, Any]:
-    batch = next(self.iterator)
-    if self.mesh is None:
-      return batch
-    return sharding.host_to_global(batch, self.mesh)
+    return next(self.iterator)
 
   def get_state(self) -> dict[str, Any]:
     return self.iterator.get_state()
@@ -221,19 +217,29 @@ class Loader:
       close()
 
 
+# (tfds dir, config name) of the prepared datasets whose source folder this
+# process has compared with its record: later loaders of a run (every
+# evaluation opens one) do not list the folder again.
+_SOURCES_CHECKED: set[tuple[str, str]] = set()
+
+
 def _prepare_once(stream, data_dir: str):
   """Prepares on process 0 first, so that processes sharing a filesystem do
   not write the same files concurrently; the others then find it prepared
   (or prepare their own copy when ``data_dir`` is host-local)."""
+  key = (os.path.abspath(data_dir), builder_lib.config_name(stream))
+  check = key not in _SOURCES_CHECKED
   if jax.process_count() == 1:
-    return builder_lib.prepare(stream, data_dir)
-  # pylint: disable-next=g-import-not-at-top
-  from jax.experimental import multihost_utils
-  if jax.process_index() == 0:
-    builder_lib.prepare(stream, data_dir)
-  multihost_utils.sync_global_devices(
-      "prepare " + builder_lib.config_name(stream))
-  return builder_lib.prepare(stream, data_dir)
+    builder = builder_lib.prepare(stream, data_dir, check_sources=check)
+  else:
+    # pylint: disable-next=g-import-not-at-top
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      builder_lib.prepare(stream, data_dir, check_sources=check)
+    multihost_utils.sync_global_devices("prepare " + key[1])
+    builder = builder_lib.prepare(stream, data_dir, check_sources=check)
+  _SOURCES_CHECKED.add(key)
+  return builder
 
 
 def make_dataset(stream, *, split: str, global_batch_size: int, seed: int,
@@ -296,18 +302,20 @@ def make_dataset(stream, *, split: str, global_batch_size: int, seed: int,
 
 
 def make_loader(stream, *, split: str, global_batch_size: int, seed: int,
-                train: bool, mesh, data_dir: str) -> Loader:
+                train: bool, data_dir: str) -> Loader:
   """The one entry point of the input pipeline.
+
+  Batches are this process's numpy share of each global batch; the trainer
+  (``trainer.to_global``) or an evaluator makes them global sharded arrays,
+  so every loader returns the same kind of batch.
 
   Args:
     stream: a stream config (``configs/common.py:stream_config``).
     split: "train", "val" (or "test").
-    global_batch_size: batch size over all processes; a multiple of the
-      device count when ``mesh`` is given.
+    global_batch_size: batch size over all processes (a multiple of the
+      device count when the batches are sharded).
     seed: seeds the shuffle and every per-sample random draw.
     train: shuffled, repeated and augmented; else one padded ordered pass.
-    mesh: the data-parallel mesh; batches arrive as global ``jax.Array``s
-      sharded over its ``"data"`` axis. None: per-process numpy batches.
     data_dir: tfds data directory (prepared on first use).
 
   Returns:
@@ -315,9 +323,7 @@ def make_loader(stream, *, split: str, global_batch_size: int, seed: int,
     ``len(frame_offsets)``; ``H, W`` = ``crop_size`` in training, else
     ``image_size``).
   """
-  if mesh is not None:
-    sharding.local_batch_size(global_batch_size)  # Checks divisibility.
   ds, num_batches, num_samples = make_dataset(
       stream, split=split, global_batch_size=global_batch_size, seed=seed,
       train=train, data_dir=data_dir)
-  return Loader(ds, mesh, num_batches, num_samples)
+  return Loader(ds, num_batches, num_samples)

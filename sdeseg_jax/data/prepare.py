@@ -12,7 +12,6 @@ frequencies) are printed and written to
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -28,15 +27,6 @@ from sdeseg_jax.data import labels as labels_lib
 
 def tfds_dir(config, workdir: str) -> str:
   return config.data.tfds_dir or os.path.join(workdir, "tfds")
-
-
-def with_overrides(stream, **kw):
-  """An unlocked copy of a stream config with some keys replaced."""
-  s = copy.deepcopy(stream)
-  with s.unlocked():
-    for k, v in kw.items():
-      s[k] = v
-  return s
 
 
 def dataset_statistics(builder) -> dict[str, Any]:
@@ -112,7 +102,10 @@ def prepare_stream(stream, data_dir: str, workdir: str,
   builder = builder_lib.prepare(stream, data_dir)
   stats_path = os.path.join(
       workdir, f"stats_{builder_lib.config_name(stream)}.json")
-  if os.path.isfile(stats_path):
+  record = os.path.join(builder.data_dir, builder_lib.SOURCES_FILE)
+  # Statistics older than the (re)preparation describe the old files.
+  if os.path.isfile(stats_path) and (
+      os.stat(stats_path).st_mtime_ns >= os.stat(record).st_mtime_ns):
     with open(stats_path) as f:
       stats = json.load(f)
   else:

@@ -2,7 +2,7 @@
 
 A reader turns a dataset folder into a list of :class:`Sample` records, one
 per training example, in the reference's order: the *sorted list of full path
-strings* of the annotated images (REFERENCE_SPEC §1.2). The position of a
+strings* of the annotated images. The position of a
 record in that list is its ``index``, the number the labeled-subset files and
 the reference's ``preselected_labels`` refer to.
 
@@ -28,7 +28,7 @@ the reference's preprocessed copies, ``leftImg8bit_small`` with ``.jpg``):
   train/val split rule as GTA5. With ``all_frames`` (SynthiaSeq): train =
   every ``video/<seq>/<id:06d>.<ext>`` frame (or ``video_small``) under
   ``sequence_path`` (default ``<path>``), val = ``RGB`` with 7-digit ids as
-  neighbours, as the reference does (REFERENCE_SPEC §1.5).
+  neighbours, as the reference does.
 * ``camvid``: SegNet layout ``{train,val,test}/*.png`` and
   ``{train,val,test}annot/*.png`` (ids 0..10, 11 = unlabeled -> 250).
 
@@ -57,22 +57,10 @@ import numpy as np
 from PIL import Image
 
 from sdeseg_jax.data import labels as labels_lib
+from sdeseg_jax.data import layouts as layouts_lib
 
 IGNORE_INDEX = 250
-LAYOUTS = ("cityscapes", "gta5", "synthia", "camvid")
-
-# Normalised intrinsics (fx/W, fy/H, cx/W, cy/H) of the full-resolution images
-# and that resolution (W, H), for datasets without per-image camera files
-# (REFERENCE_SPEC §1.6).
-DEFAULT_INTRINSICS = {
-    "cityscapes": ((2262.52 / 2048, 2265.30179 / 1024, 1096.98 / 2048,
-                    513.137 / 1024), (2048, 1024)),
-    "gta5": ((1.206285, 2.144507, 0.5, 0.5), (1920, 1080)),
-    "synthia": ((532.740352 / 1280, 532.740352 / 760, 0.5, 0.5), (1280, 760)),
-    # CamVid has no calibration in the reference; a 480x360 placeholder camera
-    # with a 60 degree horizontal field of view. Not used by any loss.
-    "camvid": ((0.866, 1.155, 0.5, 0.5), (480, 360)),
-}
+LAYOUTS = layouts_lib.NAMES
 
 
 class DatasetError(ValueError):
@@ -200,26 +188,11 @@ def _choose_folder(root: str, name: str, image_folder: str) -> tuple[str, str]:
   return _require_dir(full, f"the {name} images"), ".png"
 
 
-# Raw label values each layout may contain; anything else is an error.
-_VALID_RAW_IDS = {
-    "cityscapes": frozenset(l.id for l in labels_lib.LABELS if l.id >= 0),
-    "gta5": frozenset(l.id for l in labels_lib.LABELS if l.id >= 0),
-    "synthia": frozenset(range(23)),
-    "camvid": frozenset(range(labels_lib.CAMVID_UNLABELED_ID + 1)),
-}
-_LUTS = {
-    "cityscapes": labels_lib.CITYSCAPES_ID_TO_TRAINID_LUT,
-    "gta5": labels_lib.GTA5_ID_TO_TRAINID_LUT,
-    "synthia": labels_lib.SYNTHIA_ID_TO_TRAINID_LUT,
-    "camvid": labels_lib.CAMVID_ID_TO_TRAINID_LUT,
-}
-
-
 def load_train_ids(path: str, layout: str) -> np.ndarray:
   """Reads a label file and maps it to train ids.
 
   Palette ("P") files are read without ``convert`` so that the raw indices are
-  the ids (GTA5, Synthia; REFERENCE_SPEC §1.3).
+  the ids (GTA5, Synthia; as the reference reads them).
 
   Args:
     path: label PNG.
@@ -240,12 +213,13 @@ def load_train_ids(path: str, layout: str) -> np.ndarray:
           "single-channel id image (L, P or 16-bit).")
     ids = np.asarray(img)
   values = np.unique(ids)
-  bad = [int(v) for v in values if int(v) not in _VALID_RAW_IDS[layout]]
+  lay = layouts_lib.LAYOUTS[layout]
+  bad = [int(v) for v in values if int(v) not in lay.raw_ids]
   if bad:
     raise DatasetError(
         f"{path}: label ids {bad[:10]} are not in the {layout} label table "
-        f"(known ids: {sorted(_VALID_RAW_IDS[layout])}).")
-  return _LUTS[layout][ids.astype(np.int64)]
+        f"(known ids: {sorted(lay.raw_ids)}).")
+  return lay.train_id_lut[ids.astype(np.int64)]
 
 
 def disparity_to_depth(disparity: np.ndarray, baseline_fx: float
@@ -336,7 +310,7 @@ def _cityscapes(root: str, split: str, *, image_folder: str,
   for path in files:
     frames = tuple(_cs_neighbour(path, base_dir, seq_dir, o) for o in offsets)
     if all_frames and not all(os.path.isfile(f) for f in frames):
-      continue  # The reference drops frames without neighbours (§1.5).
+      continue  # The reference drops frames without neighbours.
     for f in frames:
       if not os.path.isfile(f):
         raise DatasetError(
@@ -390,7 +364,7 @@ def _cityscapes(root: str, split: str, *, image_folder: str,
         depth, depth_kind = disp, "cityscapes_disparity"
         depth_scale = cam["baseline"] * cam["fx"]
     else:
-      intr = DEFAULT_INTRINSICS["cityscapes"][0]
+      intr = layouts_lib.LAYOUTS["cityscapes"].intrinsics
     samples.append(Sample(
         index=len(samples), frames=frames,
         relpath=os.path.relpath(path, root), label=label,
@@ -472,7 +446,7 @@ def _sequence_frames(base: str, ext: str, offsets: Sequence[int],
                      digits: int | None) -> list[tuple[str, ...]]:
   """Frames whose numeric id has every neighbour id + offset on disk.
 
-  GTASeq / SynthiaSeq rule (REFERENCE_SPEC §1.5): files are sorted and a file
+  The reference's GTASeq / SynthiaSeq rule: files are sorted and a file
   is kept if the files with ids ``id + o`` exist for every offset ``o``.
   """
   files = _glob_sorted(base, ext)
@@ -551,6 +525,56 @@ def _camvid(root: str, split: str, *, intrinsics, full_res, check: bool,
 
 
 # ----------------------------------------------------------------------------
+# The reader of each layout of ``layouts.LAYOUTS``: ``(stream config, root,
+# split, *, intrinsics, full_res, offsets, check, sidecar) -> samples``.
+
+
+def _read_cityscapes(cfg, root, split, *, intrinsics, full_res, offsets,
+                     check, sidecar):
+  del intrinsics, check  # Camera files; frames are checked by list_samples.
+  return _cityscapes(
+      root, split, image_folder=cfg.image_folder, frame_offsets=offsets,
+      all_frames=cfg.all_frames, full_res=full_res, sidecar=sidecar)
+
+
+def _read_camvid(cfg, root, split, *, intrinsics, full_res, offsets, check,
+                 sidecar):
+  if offsets != (0,) or cfg.all_frames:
+    raise DatasetError("camvid has no sequences; use frame_offsets=(0,)")
+  return _camvid(root, split, intrinsics=intrinsics, full_res=full_res,
+                 check=check, sidecar=sidecar)
+
+
+def _read_gta5_or_synthia(cfg, root, split, *, intrinsics, full_res, offsets,
+                          check, sidecar):
+  layout = cfg.layout
+  if cfg.all_frames:
+    seq_root = cfg.sequence_path or os.path.join(root, "sequences")
+    if layout == "synthia":
+      seq_root = cfg.sequence_path or root
+    seq_root = _require_dir(seq_root, f"the {layout} sequence folder "
+                            "(set sequence_path)")
+    return _gta5_or_synthia_seq(
+        seq_root, layout, split, image_folder=cfg.image_folder,
+        frame_offsets=offsets, intrinsics=intrinsics, full_res=full_res,
+        check=check, sidecar=sidecar, dataset_root=root)
+  if offsets != (0,):
+    raise DatasetError(
+        f"stream {cfg.name!r}: {layout} segmentation images have no "
+        f"neighbour frames (frame_offsets={offsets}); set all_frames=True "
+        "to read the sequence folder instead.")
+  lay = layouts_lib.LAYOUTS[layout]
+  return _seg_pairs(
+      root, lay.image_folders[0], lay.label_folders[0], layout, split,
+      image_folder=cfg.image_folder, val_count=cfg.val_count,
+      intrinsics=intrinsics, full_res=full_res, check=check, sidecar=sidecar)
+
+
+READERS = {"cityscapes": _read_cityscapes, "gta5": _read_gta5_or_synthia,
+           "synthia": _read_gta5_or_synthia, "camvid": _read_camvid}
+
+
+# ----------------------------------------------------------------------------
 # Entry point.
 
 
@@ -580,7 +604,8 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
   if not root:
     raise DatasetError(f"stream {cfg.name!r}: 'path' (dataset folder) is empty")
   _require_dir(root, f"the {layout} dataset folder")
-  default_intr, default_full = DEFAULT_INTRINSICS[layout]
+  lay = layouts_lib.LAYOUTS[layout]
+  default_intr, default_full = lay.intrinsics, lay.full_res
   intr = tuple(cfg.intrinsics) if cfg.intrinsics else default_intr
   full_res = tuple(cfg.full_res) if cfg.full_res else default_full
   if len(intr) != 4 or len(full_res) != 2:
@@ -592,37 +617,9 @@ def list_samples(cfg, split: str, *, check: bool = False) -> list[Sample]:
     raise DatasetError(
         f"stream {cfg.name!r}: frame_offsets={offsets} must contain 0")
   sidecar = MiniCitySidecar(root)
-  if layout == "cityscapes":
-    samples = _cityscapes(
-        root, split, image_folder=cfg.image_folder, frame_offsets=offsets,
-        all_frames=cfg.all_frames, full_res=full_res, sidecar=sidecar)
-  elif layout == "camvid":
-    if offsets != (0,) or cfg.all_frames:
-      raise DatasetError("camvid has no sequences; use frame_offsets=(0,)")
-    samples = _camvid(root, split, intrinsics=intr, full_res=full_res,
-                      check=check, sidecar=sidecar)
-  elif cfg.all_frames:
-    seq_root = cfg.sequence_path or os.path.join(root, "sequences")
-    if layout == "synthia":
-      seq_root = cfg.sequence_path or root
-    seq_root = _require_dir(seq_root, f"the {layout} sequence folder "
-                            "(set sequence_path)")
-    samples = _gta5_or_synthia_seq(
-        seq_root, layout, split, image_folder=cfg.image_folder,
-        frame_offsets=offsets, intrinsics=intr, full_res=full_res,
-        check=check, sidecar=sidecar, dataset_root=root)
-  else:
-    if offsets != (0,):
-      raise DatasetError(
-          f"stream {cfg.name!r}: {layout} segmentation images have no "
-          f"neighbour frames (frame_offsets={offsets}); set all_frames=True "
-          "to read the sequence folder instead.")
-    img, lbl = (("images", "labels") if layout == "gta5" else
-                ("RGB", "synthia_mapped_to_cityscapes"))
-    samples = _seg_pairs(
-        root, img, lbl, layout, split, image_folder=cfg.image_folder,
-        val_count=cfg.val_count, intrinsics=intr, full_res=full_res,
-        check=check, sidecar=sidecar)
+  samples = READERS[layout](cfg, root, split, intrinsics=intr,
+                            full_res=full_res, offsets=offsets, check=check,
+                            sidecar=sidecar)
   if not samples:
     raise DatasetError(f"{root}: no samples for split {split!r}")
   if cfg.with_pose:
@@ -717,7 +714,7 @@ class MiniCitySidecar:
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as e:
       raise DatasetError(
           f"{self.path}: not a MiniCity sidecar ({type(e).__name__}: {e}); "
-          "expected the schema of sdeseg_jax/data/minicity.py") from e
+          "expected the schema of sdeseg_jax/data/minicity/dataset.py") from e
     self.meta = meta
 
   def lookup(self, image_path: str) -> dict[str, Any] | None:

@@ -1,11 +1,11 @@
 """Training loaders of several streams, with Matching Geometry candidates.
 
 The SSDA step (``sdeseg_jax.train.ssda``) reads three streams per iteration
-(REFERENCE_SPEC §5.1): the labeled target subset, the source dataset and the
+(as the reference does): the labeled target subset, the source dataset and the
 target union (labeled + unlabeled). ``make_stream_loaders`` builds their
-loaders; ``train.seg.NamedIterators`` zips them into ``{name: batch}``.
+loaders; ``NamedIterators`` zips them into ``{name: batch}``.
 
-Matching Geometry candidates (§5.4): a stream named in ``candidates`` with
+Matching Geometry candidates: a stream named in ``candidates`` with
 ``K`` delivers ``K`` samples per batch element. It is an ordinary loader of
 ``B * K`` samples per batch (each sample independently shuffled, flipped and
 cropped from the stream's seed, like the reference's ``random.choice`` +
@@ -20,6 +20,7 @@ resumed run sees exactly the batches of an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator, Mapping
 
 import jax
@@ -75,6 +76,54 @@ class CandidateLoader:
     self.loader.close()
 
 
+class NamedIterators:
+  """Several data iterators behind one, checkpointed together.
+
+  ``next()`` returns ``{name: next(iterator)}``. ``get_state``/``set_state``
+  (JSON bytes of ``{name: state}``) follow grain's protocol for
+  non-``DatasetIterator`` items, so ``trainer.fit`` checkpoints and restores
+  every stream's position with ``grain.checkpoint.CheckpointSave``.
+
+  Args:
+    **iterators: name -> a ``pipeline.Loader`` or anything with
+      ``get_state``/``set_state`` (dict states).
+  """
+
+  def __init__(self, **iterators):
+    if not iterators:
+      raise ValueError("NamedIterators needs at least one iterator")
+    self.iterators = iterators
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    return {k: next(v) for k, v in self.iterators.items()}
+
+  def get_state(self) -> bytes:
+    return json.dumps({k: v.get_state() for k, v in self.iterators.items()},
+                      sort_keys=True).encode()
+
+  def set_state(self, state: bytes | str | dict) -> None:
+    if isinstance(state, (bytes, str)):
+      state = json.loads(state)
+    missing = set(self.iterators) - set(state)
+    if missing:
+      raise ValueError(f"iterator checkpoint lacks streams {sorted(missing)}"
+                       f" (has {sorted(state)})")
+    for k, v in self.iterators.items():
+      v.set_state(state[k])
+
+  def start_prefetch(self) -> None:
+    """Called by grain after a restore; the loaders prefetch on demand."""
+
+  def close(self) -> None:
+    for v in self.iterators.values():
+      close = getattr(v, "close", None)
+      if close is not None:
+        close()
+
+
 def make_stream_loaders(streams: Mapping[str, Any],
                         batch_sizes: Mapping[str, int], *, seed: int,
                         data_dir: str, split: str = "train",
@@ -93,7 +142,7 @@ def make_stream_loaders(streams: Mapping[str, Any],
       delivered as ``[B, K, ...]`` (:class:`CandidateLoader`).
 
   Returns:
-    ``{name: loader}``; zip them with ``train.seg.NamedIterators`` (which
+    ``{name: loader}``; zip them with ``NamedIterators`` (which
     checkpoints all positions together); ``trainer.fit`` shards the batches.
   """
   candidates = dict(candidates or {})
@@ -106,7 +155,7 @@ def make_stream_loaders(streams: Mapping[str, Any],
     k = candidates.get(name, 1)
     loader = pipeline.make_loader(
         stream, split=split, global_batch_size=batch_sizes[name] * k,
-        seed=seed + 1000 * i, train=True, mesh=None, data_dir=data_dir)
+        seed=seed + 1000 * i, train=True, data_dir=data_dir)
     loaders[name] = CandidateLoader(loader, k) if name in candidates else (
         loader)
   return loaders

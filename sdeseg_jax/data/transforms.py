@@ -1,4 +1,4 @@
-"""Per-sample transforms of the input pipeline (REFERENCE_SPEC §1.4-1.7).
+"""Per-sample transforms of the input pipeline (as the reference's loaders).
 
 All transforms are picklable module-level grain transforms, so they run in
 grain worker processes. Randomness comes only from the ``np.random.Generator``
@@ -209,8 +209,8 @@ def _decode_png(data: bytes, what: str) -> np.ndarray:
 def _nearest(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """PIL-NEAREST resize of a 2-D array to ``size=(w, h)``.
 
-  PIL samples source pixel ``floor((x + 0.5) * scale)`` (REFERENCE_SPEC
-  §1.3); done in numpy to keep every dtype.
+  PIL samples source pixel ``floor((x + 0.5) * scale)`` (as the
+  reference's label resize does); done in numpy to keep every dtype.
   """
   h, w = a.shape[:2]
   tw, th = size

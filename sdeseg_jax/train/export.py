@@ -46,6 +46,7 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax.data import resolve
 from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import checkpoint as ckpt_lib
@@ -144,7 +145,7 @@ def export_split(predict, variables, stream, split: str, *, out_dir: str,
   # data-sharded array is fetched (multi-host safe); process 0 writes.
   loader = pipeline.make_loader(stream, split=split,
                                 global_batch_size=batch_size, seed=seed,
-                                train=False, mesh=None, data_dir=data_dir)
+                                train=False, data_dir=data_dir)
   center = tuple(sorted(stream.frame_offsets)).index(0)
   n = 0
   for batch in loader:
@@ -180,7 +181,8 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   base = config.data[ec.stream]
   path = base.path
   if not path and "minicity" in config:
-    path = toolkit.ensure_minicity(config, workdir)
+    # The SDE run's generated data (the stream ``train`` it trained on).
+    path = resolve.dataset_root(config, "train", workdir)
   if not path:
     raise ValueError(
         f"config.data.{ec.stream}.path is empty: set the dataset folder "

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from sdeseg_jax.data import resolve
 from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.losses.feature import feature_distance
 from sdeseg_jax.models import joint
@@ -131,17 +132,17 @@ def run(config: mlc.ConfigDict, workdir: str):
   """Entry point of ``mode=sde``; returns the final state."""
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = sharding_lib.make_mesh()
-  path = toolkit.ensure_minicity(config, workdir)
-  stream = toolkit.stream_with_path(config.data.train, path)
+  path = resolve.dataset_root(config, "train", workdir)
+  stream = resolve.with_overrides(config.data.train, path=path)
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   loader = pipeline.make_loader(
       stream, split="train", global_batch_size=config.train.batch_size,
-      seed=config.seed, train=True, mesh=mesh, data_dir=data_dir)
+      seed=config.seed, train=True, data_dir=data_dir)
   task = SDETask(config)
   evaluators = []
   if config.eval.split:
-    val_stream = toolkit.stream_with_path(
-        config.data.val, config.data.val.path or path)
+    val_stream = resolve.with_overrides(
+        config.data.val, path=config.data.val.path or path)
     evaluators = make_evaluators(task, config, mesh, val_stream, data_dir,
                                  workdir)
   return toolkit.run(

@@ -66,6 +66,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from sdeseg_jax.data import resolve
 from sdeseg_jax.data import streams as streams_lib
 from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.losses.segmentation import cross_entropy
@@ -77,25 +78,12 @@ from sdeseg_jax.mixing import pseudo_label
 from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.models import joint
 from sdeseg_jax.train import export
-from sdeseg_jax.train import seg
 from sdeseg_jax.train import step as step_lib
 from sdeseg_jax.train import toolkit
 from sdeseg_jax.utils import sharding as sharding_lib
 
 CDM_MODES = ("none", "depthmix", "classmix")
 DEPTH_SCALES = ("paper", "reference")
-
-# Sub-folders that identify each layout (one of each tuple must exist).
-_LAYOUT_FOLDERS = {
-    "cityscapes": (("leftImg8bit", "leftImg8bit_small"), ("gtFine",)),
-    "gta5": (("images", "images_small"), ("labels",)),
-    "synthia": (("RGB", "RGB_small"), ("synthia_mapped_to_cityscapes",)),
-    "camvid": (("train",), ("trainannot",)),
-}
-_ROLE_NAMES = {"target": "target dataset (labeled subset)",
-               "unlabeled": "target dataset (union)",
-               "source": "source dataset", "val": "target validation data"}
-
 
 def check_method(sc: mlc.ConfigDict) -> None:
   """Validates ``config.ssda`` (one clear error per wrong key)."""
@@ -400,43 +388,11 @@ class SSDATask:
 # -- data -------------------------------------------------------------------
 
 
-def check_folder(stream, role: str) -> None:
-  """Fails at once, naming the dataset and layout, if a folder is wrong.
-
-  (Pseudo-depth folders are checked file by file by
-  ``export.check_pseudo_depth``.)
-
-  Args:
-    stream: stream config with ``path``.
-    role: ``target``, ``unlabeled``, ``source`` or ``val``.
-
-  Raises:
-    FileNotFoundError: the folder or a layout sub-folder is missing.
-  """
-  name = _ROLE_NAMES.get(role, role)
-  path = stream.path
-  expected = _LAYOUT_FOLDERS[stream.layout]
-  want = ", ".join("|".join(f + "/" for f in alts) for alts in expected)
-  if not path or not os.path.isdir(path):
-    raise FileNotFoundError(
-        f"config.data.{role}.path={path!r} does not exist: expected the "
-        f"{name} in the {stream.layout} layout ({want}); set "
-        f"--config.data_root or --config.data.{role}.path")
-  for alts in expected:
-    if not any(os.path.isdir(os.path.join(path, f)) for f in alts):
-      raise FileNotFoundError(
-          f"config.data.{role}.path={path!r} is not a {stream.layout} "
-          f"folder: expected the {name} with {want}, found none of "
-          f"{list(alts)}")
-
-
 def resolve_streams(config: mlc.ConfigDict) -> dict[str, Any]:
   """Streams of the run with paths filled in from ``config.data_root``.
 
-  A stream with an empty ``path`` reads ``<data_root>/<config.folders.
-  <role>>``; the source and union streams with an empty
-  ``pseudo_depth_dir`` read ``<data_root>/<config.folders.<role>_depth>``.
-  Every folder is checked at once (``check_folder``).
+  ``resolve.data_root_streams`` fills and checks the dataset folders (all at
+  once); then every pseudo-depth folder is checked file by file.
 
   Returns:
     ``{role: stream config}`` for the roles the method needs plus ``val``.
@@ -450,26 +406,20 @@ def resolve_streams(config: mlc.ConfigDict) -> dict[str, Any]:
     roles.append("source")
   if uses_unlabeled(sc):
     roles.append("unlabeled")
-  out = {}
-  for role in roles:
-    s = mlc.ConfigDict(config.data[role].to_dict())
-    if not s.path:
-      s.path = os.path.join(config.data_root, config.folders[role])
-    if role in ("source", "unlabeled") and not s.pseudo_depth_dir:
-      s.pseudo_depth_dir = os.path.join(config.data_root,
-                                        config.folders[role + "_depth"])
-    check_folder(s, role)
+  out = resolve.data_root_streams(config, roles,
+                                  depth_roles=("source", "unlabeled"))
+  for role, s in out.items():
     if s.pseudo_depth_dir:
       # Every image has its file, in the format this run reads; the error
       # names the missing file and the export command that writes it.
       export.check_pseudo_depth(
           s, role=role, depth_scale=sc.depth_scale,
           normalize=sc.depth_scale == "reference" and role == "unlabeled")
-    out[role] = s
   return out
 
 
-def make_train_stream(config, streams, data_dir: str) -> seg.NamedIterators:
+def make_train_stream(config, streams, data_dir: str
+                      ) -> streams_lib.NamedIterators:
   """``{"target", "source", "unlabeled"}`` batches (as the method needs);
   with MGS the source leaves are ``[B, num_candidates, ...]``."""
   sc = config.ssda
@@ -477,7 +427,7 @@ def make_train_stream(config, streams, data_dir: str) -> seg.NamedIterators:
   sizes = {"target": sc.batch_target, "source": sc.batch_source,
            "unlabeled": sc.batch_unlabeled}
   cand = {"source": sc.num_candidates} if sc.mgs else {}
-  return seg.NamedIterators(**streams_lib.make_stream_loaders(
+  return streams_lib.NamedIterators(**streams_lib.make_stream_loaders(
       {n: streams[n] for n in names}, {n: sizes[n] for n in names},
       seed=config.seed, data_dir=data_dir, candidates=cand))
 

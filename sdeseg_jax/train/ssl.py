@@ -48,7 +48,7 @@ global over the batch, so 1 and N devices give the same step.
 
 Two data streams (``config.data.labeled``, ``config.data.unlabeled``) come
 from ``pipeline.make_loader`` each and are checkpointed together
-(``seg.NamedIterators``). Evaluation: the student and the EMA teacher on
+(``streams.NamedIterators``). Evaluation: the student and the EMA teacher on
 ``config.data.val`` with each protocol of ``config.eval.protocols``
 (``eval.evaluators.SegmentationEvaluator`` named ``segmentation`` for
 ``paper`` and ``segmentation_full`` for ``full``): mIoU, per-class IoU,
@@ -67,13 +67,14 @@ import ml_collections as mlc
 import numpy as np
 
 from sdeseg_jax.data import labels as labels_lib
+from sdeseg_jax.data import resolve
+from sdeseg_jax.data import streams as streams_lib
 from sdeseg_jax.eval import evaluators as evaluators_lib
 from sdeseg_jax.eval.depth import colorize
 from sdeseg_jax.mixing import consistency
 from sdeseg_jax.mixing import masks as masks_lib
 from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.models import joint
-from sdeseg_jax.train import seg
 from sdeseg_jax.train import step as step_lib
 from sdeseg_jax.train import toolkit
 from sdeseg_jax.utils import sharding as sharding_lib
@@ -319,32 +320,30 @@ def mix_panels(mixed: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def dataset_path(config: mlc.ConfigDict, workdir: str) -> str:
-  """Root of the data, generating MiniCity there first if configured."""
-  st = config.data.labeled
-  return toolkit.ensure_data(
-      config, st.path or os.path.join(workdir, "data", "minicity"),
-      "config.data.labeled.path")
+  """Root of the data (MiniCity generated into the workdir if configured)."""
+  return resolve.dataset_root(config, "labeled", workdir, folder="minicity",
+                              labels=True)
 
 
 def _stream(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
-  return toolkit.stream_with_path(stream, stream.path or path)
+  return resolve.with_overrides(stream, path=stream.path or path)
 
 
-def make_train_iterators(config, path: str, mesh, data_dir: str
-                         ) -> seg.NamedIterators:
+def make_train_iterators(config, path: str, data_dir: str
+                         ) -> streams_lib.NamedIterators:
   """The labeled (and unlabeled) training loaders, checkpointed together."""
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   its = {"labeled": pipeline.make_loader(
       _stream(config.data.labeled, path), split="train",
       global_batch_size=config.train.batch_size, seed=config.seed,
-      train=True, mesh=mesh, data_dir=data_dir)}
+      train=True, data_dir=data_dir)}
   if config.ssl.unlabeled:
     # A different seed decorrelates the two streams' orders.
     its["unlabeled"] = pipeline.make_loader(
         _stream(config.data.unlabeled, path), split="train",
         global_batch_size=config.ssl.unlabeled_batch_size,
-        seed=config.seed + 1, train=True, mesh=mesh, data_dir=data_dir)
-  return seg.NamedIterators(**its)
+        seed=config.seed + 1, train=True, data_dir=data_dir)
+  return streams_lib.NamedIterators(**its)
 
 
 def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
@@ -382,8 +381,9 @@ def make_mix_image_fn(task: SSLTask, config: mlc.ConfigDict, path: str,
 
   def image_fn(state):
     if "unl" not in panel_batch:
-      its = make_train_iterators(config, path, mesh, data_dir)
-      panel_batch["unl"] = next(its)["unlabeled"]
+      its = make_train_iterators(config, path, data_dir)
+      panel_batch["unl"] = sharding_lib.host_to_global(
+          next(its)["unlabeled"], mesh)
       its.close()
     mixed = jax.device_get(preview(
         state.params, state.batch_stats,
@@ -400,7 +400,7 @@ def run(config: mlc.ConfigDict, workdir: str):
   path = dataset_path(config, workdir)
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   task = SSLTask(config)
-  its = make_train_iterators(config, path, mesh, data_dir)
+  its = make_train_iterators(config, path, data_dir)
   evaluators, image_fn = [], None
   if config.eval.split:
     evaluators = make_evaluators(task, config, mesh, path, data_dir,

@@ -33,7 +33,6 @@ net, ``sde_init_mapping``). A section may leave either key out.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
@@ -443,7 +442,7 @@ def eval_batches(stream: mlc.ConfigDict, config: mlc.ConfigDict,
   limit = ec.num_batches if limit is None else limit
   loader = pipeline.make_loader(
       stream, split=ec.split, global_batch_size=ec.batch_size,
-      seed=config.seed, train=False, mesh=None, data_dir=data_dir)
+      seed=config.seed, train=False, data_dir=data_dir)
   try:
     for i, b in enumerate(loader):
       if limit and i >= limit:
@@ -491,50 +490,6 @@ def run(config: mlc.ConfigDict, workdir: str, *, task, train_iter,
       closer = getattr(it, "close", None)
       if closer is not None:
         closer()
-
-
-# -- data paths (MiniCity generation) --------------------------------------
-
-
-def ensure_minicity(config: mlc.ConfigDict, workdir: str) -> str:
-  """Path of the SDE stream's data, generating MiniCity there if missing."""
-  stream = config.data.train
-  return ensure_data(config, stream.path or
-                     os.path.join(workdir, "data", stream.name),
-                     "config.data.train.path")
-
-
-def ensure_data(config: mlc.ConfigDict, path: str, key: str) -> str:
-  """Returns ``path``, first generating MiniCity there if the config has a
-  ``minicity`` section and no finished generation (``<path>.done``) exists.
-
-  Args:
-    config: a mode's config; ``config.minicity`` (optional) says what to
-      generate.
-    path: the dataset root.
-    key: the config key ``path`` came from, named in the error.
-
-  Raises:
-    FileNotFoundError: ``path`` does not exist and nothing generates it.
-  """
-  if "minicity" in config and not os.path.isfile(path + ".done"):
-    from sdeseg_jax.data import minicity  # pylint: disable=g-import-not-at-top
-    logging.info("generating MiniCity into %s", path)
-    minicity.generate_from_config(config.minicity, path, overwrite=True,
-                                  log=logging.info)
-    with open(path + ".done", "w") as f:
-      f.write("done\n")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(
-        f"{key}={path!r} does not exist; point it at the dataset root")
-  return path
-
-
-def stream_with_path(stream: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
-  """An unlocked copy of a stream config reading ``path``."""
-  s = mlc.ConfigDict(stream.to_dict())
-  s.path = path
-  return s
 
 
 PredictFn = Callable[[Any, Batch], dict[str, jax.Array]]

@@ -1,4 +1,4 @@
-"""Tests of the MiniCity generator (sdeseg_jax/data/minicity.py)."""
+"""Tests of the MiniCity generator (sdeseg_jax/data/minicity/)."""
 
 import contextlib
 import io

@@ -18,6 +18,7 @@ from PIL import Image
 from configs import common
 from sdeseg_jax.data import minicity
 from sdeseg_jax.data import pipeline
+from sdeseg_jax.train import trainer
 from sdeseg_jax.utils import sharding
 from tests import _fixtures
 
@@ -45,11 +46,10 @@ def _stream(**kw):
   return common.stream_config("mc_cs", "cityscapes", **base)
 
 
-def _loader(stream=None, *, train=True, bs=4, seed=0, split="train",
-            mesh=None):
+def _loader(stream=None, *, train=True, bs=4, seed=0, split="train"):
   return pipeline.make_loader(stream or _stream(), split=split,
                               global_batch_size=bs, seed=seed, train=train,
-                              mesh=mesh, data_dir=_TFDS)
+                              data_dir=_TFDS)
 
 
 def _take(loader, n):
@@ -65,13 +65,18 @@ def _fingerprint(batches):
 
 class PipelineTest(absltest.TestCase):
 
-  def test_global_batch_keys_shapes_and_sharding(self):
-    mesh = sharding.make_mesh()
-    loader = _loader(_stream(color_aug=True), mesh=mesh)
+  def test_host_batch_keys_shapes_and_the_trainers_sharding(self):
+    loader = _loader(_stream(color_aug=True))
     b = next(loader)
     loader.close()
-    self.assertIsInstance(b["color"], jax.Array)
-    self.assertEqual(b["color"].sharding, sharding.data_sharding(mesh))
+    # Loaders deliver host numpy; only the trainer makes global arrays.
+    self.assertTrue(all(isinstance(x, np.ndarray)
+                        for x in jax.tree.leaves(b)))
+    mesh = sharding.make_mesh()
+    g = trainer.to_global(b, mesh)
+    self.assertIsInstance(g["color"], jax.Array)
+    self.assertEqual(g["color"].sharding, sharding.data_sharding(mesh))
+    np.testing.assert_array_equal(np.asarray(g["color"]), b["color"])
     expect = {
         "color": ((4, 3, _H, _H, 3), np.uint8),
         "color_aug": ((4, 3, _H, _H, 3), np.uint8),

@@ -49,7 +49,7 @@ def _stream(**kw):
 
 def _batch(stream, *, split="train", train=False, bs=2, seed=0):
   loader = pipeline.make_loader(stream, split=split, global_batch_size=bs,
-                                seed=seed, train=train, mesh=None,
+                                seed=seed, train=train,
                                 data_dir=_TFDS)
   b = jax.tree.map(np.asarray, next(loader))
   loader.close()

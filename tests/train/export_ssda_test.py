@@ -194,7 +194,7 @@ class ExportToSSDATest(absltest.TestCase):
     for split in ("train", "val"):
       loader = pipeline.make_loader(
           self.source, split=split, global_batch_size=4, seed=0,
-          train=False, mesh=None, data_dir=self.ssda_config.data.tfds_dir)
+          train=False, data_dir=self.ssda_config.data.tfds_dir)
       for batch in loader:
         disp = np.asarray(predict(variables, batch["color"], 0))
         for i in np.flatnonzero(np.asarray(batch["index"]) >= 0):
@@ -225,7 +225,7 @@ class ExportToSSDATest(absltest.TestCase):
   def test_training_batches_crop_depth_with_the_image(self):
     full = pipeline.make_loader(
         self.source, split="train", global_batch_size=2, seed=0,
-        train=False, mesh=None, data_dir=self.ssda_config.data.tfds_dir)
+        train=False, data_dir=self.ssda_config.data.tfds_dir)
     ref = next(iter(full))
     full.close()
     loaders = streams_lib.make_stream_loaders(

@@ -85,7 +85,7 @@ class ExportTest(absltest.TestCase):
     stream.pseudo_depth_encoding = "u16"
     loader = pipeline.make_loader(
         stream, split="val", global_batch_size=4, seed=0, train=False,
-        mesh=None, data_dir=os.path.join(workdir, "tfds"))
+        data_dir=os.path.join(workdir, "tfds"))
     batch = next(iter(loader))
     loader.close()
     # The val split was exported last: its predictions are the last call.

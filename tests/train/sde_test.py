@@ -44,7 +44,7 @@ def one_sequence_batch():
     stream.path = data
     loader = pipeline.make_loader(
         stream, split="train", global_batch_size=4, seed=0, train=False,
-        mesh=None, data_dir=os.path.join(root, "tfds"))
+        data_dir=os.path.join(root, "tfds"))
     b = next(iter(loader))
     loader.close()
     _CACHE["batch"] = jax.tree.map(

@@ -1,8 +1,6 @@
 """Tests of the shared segmentation pieces: the supervised CE and the weight
 copying (train/toolkit.py), the mixing (mixing/consistency.py), the teacher
-forward (mixing/teacher.py) and ``seg.NamedIterators``."""
-
-import json
+forward (mixing/teacher.py). (``NamedIterators``: tests/data/streams_test.py.)"""
 
 from absl.testing import absltest
 import flax
@@ -14,7 +12,6 @@ from sdeseg_jax.losses.segmentation import cross_entropy
 from sdeseg_jax.models import joint
 from sdeseg_jax.mixing import consistency
 from sdeseg_jax.mixing import teacher as teacher_lib
-from sdeseg_jax.train import seg
 from sdeseg_jax.train import toolkit
 
 _MODEL_KW = dict(encoder_depth=10, width=8, decoder="dec_tiny", pose_depth=10)
@@ -293,37 +290,6 @@ class InitFromSDETest(absltest.TestCase):
       toolkit.copy_variables(tr_v, wide, mapping, "wide sde")
     with self.assertRaisesRegex(ValueError, "unknown"):
       toolkit.sde_init_mapping("pad", depth=True, pose=True, parts=("decoder",))
-
-
-class _FakeIter:
-
-  def __init__(self, start=0):
-    self.i = start
-
-  def __next__(self):
-    self.i += 1
-    return self.i
-
-  def get_state(self):
-    return {"i": self.i}
-
-  def set_state(self, state):
-    self.i = state["i"]
-
-
-class NamedIteratorsTest(absltest.TestCase):
-
-  def test_state_round_trip(self):
-    its = seg.NamedIterators(a=_FakeIter(), b=_FakeIter(10))
-    self.assertEqual(next(its), {"a": 1, "b": 11})
-    state = its.get_state()
-    self.assertEqual(json.loads(state), {"a": {"i": 1}, "b": {"i": 11}})
-    nxt = next(its)
-    fresh = seg.NamedIterators(a=_FakeIter(), b=_FakeIter())
-    fresh.set_state(state)
-    self.assertEqual(next(fresh), nxt)
-    with self.assertRaisesRegex(ValueError, r"lacks streams \['b'\]"):
-      fresh.set_state(json.dumps({"a": {"i": 0}}).encode())
 
 
 if __name__ == "__main__":

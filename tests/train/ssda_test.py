@@ -24,7 +24,6 @@ from sdeseg_jax.eval import evaluators  # noqa: E402
 from sdeseg_jax.eval import segmentation as seg_eval  # noqa: E402
 from sdeseg_jax.mixing import consistency  # noqa: E402
 from sdeseg_jax.mixing import teacher as teacher_lib  # noqa: E402
-from sdeseg_jax.train import seg  # noqa: E402
 from sdeseg_jax.train import ssda  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
 from sdeseg_jax.train import toolkit  # noqa: E402
@@ -365,7 +364,7 @@ class _FakeLoader:
 class StreamsTest(absltest.TestCase):
 
   def test_candidates_axis_and_state(self):
-    ms = seg.NamedIterators(
+    ms = streams.NamedIterators(
         target=_FakeLoader(2),
         source=streams.CandidateLoader(_FakeLoader(2 * K), K))
     b = next(ms)

@@ -89,7 +89,7 @@ def _host_batches(n):
   """``n`` host (numpy) batches {labeled, unlabeled} of the shared config."""
   if "batches" not in _CACHE:
     _, path, tfds_dir = _data()
-    its = ssl.make_train_iterators(_config(), path, None, tfds_dir)
+    its = ssl.make_train_iterators(_config(), path, tfds_dir)
     _CACHE["batches"] = [jax.device_get(next(its)) for _ in range(3)]
     its.close()
   return _CACHE["batches"][:n]
@@ -179,19 +179,18 @@ class SSLStepTest(absltest.TestCase):
 
     def run(state, its, n):
       for _ in range(n):
-        state, _ = jstep(state, next(its))
+        state, _ = jstep(state, sharding.host_to_global(next(its), mesh))
       return state
 
-    full = run(create(), ssl.make_train_iterators(config, path, mesh,
-                                                  tfds_dir), 4)
+    full = run(create(), ssl.make_train_iterators(config, path, tfds_dir), 4)
     workdir = tempfile.mkdtemp()
     ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
-    its = ssl.make_train_iterators(config, path, mesh, tfds_dir)
+    its = ssl.make_train_iterators(config, path, tfds_dir)
     half = run(create(), its, 2)
     ckpt.save(2, half, its, config)
     ckpt.wait()
     del half
-    fresh_its = ssl.make_train_iterators(config, path, mesh, tfds_dir)
+    fresh_its = ssl.make_train_iterators(config, path, tfds_dir)
     restored = ckpt.restore(
         None, ckpt_lib.abstract_like(shapes, sharding.replicated(mesh)),
         fresh_its)
@@ -351,7 +350,6 @@ class SSLRunTest(absltest.TestCase):
     for k in ("labeled", "unlabeled", "val", "val_full"):
       config.data[k].path = path
     workdir = os.path.join(root, "run")
-    open(path + ".done", "w").close()  # MiniCity is already generated
     ssl.run(config, workdir)
     out = os.path.join(workdir, "eval", "segmentation")
     self.assertEqual(

@@ -1,4 +1,4 @@
-r"""MiniCity: procedural street scenes in the real datasets' layouts.
+r"""MiniCity datasets: rendering views and writing them in a real layout.
 
 No real dataset can be downloaded for tests and demos, so MiniCity renders a
 procedural 3-D street world (road, sidewalks, facades, walls, fences, poles,
@@ -94,8 +94,9 @@ import numpy as np
 from PIL import Image
 
 from sdeseg_jax.data import labels as L
-from sdeseg_jax.data import minicity_render as mr
-from sdeseg_jax.data import minicity_world as mw
+from sdeseg_jax.data.minicity import renderer as mr
+from sdeseg_jax.data.minicity import shaders
+from sdeseg_jax.data.minicity import world as mw
 
 VERSION = "1.0"
 LAYOUTS = ("cityscapes", "gta5", "synthia")
@@ -108,7 +109,7 @@ CITIES = {
     "train": ("aachen", "bremen", "zurich"),
     "val": ("frankfurt", "lindau", "munster"),
 }
-# Intrinsics normalised by image width / height (REFERENCE_SPEC §1.6).
+# Intrinsics normalised by image width / height (the reference's defaults).
 NORMALIZED_INTRINSICS = {
     "cityscapes": (1131.26 / 1024, 1132.65 / 512, 548.49 / 1024,
                    256.57 / 512),
@@ -164,7 +165,7 @@ def _shade_rays(world, domain, pose, k, depth, prim, dirs):
   dh = dirs[hit]
   cos = np.abs((nrm * dh).sum(1)) / np.linalg.norm(dh, axis=1)
   foot = depth[hit] / float(np.sqrt(k[0, 0] * k[1, 1])) / np.maximum(cos, 0.2)
-  alb = mr.albedo(world, domain.style, prim[hit], pts[hit], nrm, salt, foot)
+  alb = shaders.albedo(world, domain.style, prim[hit], pts[hit], nrm, salt, foot)
   # Cast shadows on the ground plane and on horizontal tops near it.
   ph = pts[hit]
   flat = (nrm[:, 1] > 0.9) & (ph[:, 1] < 0.2)
@@ -623,7 +624,11 @@ def main(argv=None) -> int:
         description="Per-class pixel/frame frequencies of a MiniCity root.")
     p.add_argument("root")
     a = p.parse_args(argv[1:])
-    print(format_stats(load_sidecar(a.root)["stats"]))
+    try:
+      print(format_stats(load_sidecar(a.root)["stats"]))
+    except FileNotFoundError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
     return 0
   p = argparse.ArgumentParser(
       prog="python -m sdeseg_jax.data.minicity",
@@ -644,13 +649,16 @@ def main(argv=None) -> int:
                  help="parallel processes (output does not depend on it)")
   p.add_argument("--quiet", action="store_true")
   a = p.parse_args(argv)
-  generate(a.out, a.layout, a.seed, width=a.width, height=a.height,
-           num_train_sequences=a.train_sequences,
-           num_val_sequences=a.val_sequences, frames_per_sequence=a.frames,
-           contact_sheet=a.contact_sheet, overwrite=a.overwrite,
-           workers=a.workers, log=None if a.quiet else print)
+  try:
+    generate(a.out, a.layout, a.seed, width=a.width, height=a.height,
+             num_train_sequences=a.train_sequences,
+             num_val_sequences=a.val_sequences, frames_per_sequence=a.frames,
+             contact_sheet=a.contact_sheet, overwrite=a.overwrite,
+             workers=a.workers, log=None if a.quiet else print)
+  except (FileExistsError, ValueError) as e:
+    # A wrong argument or output folder: one line saying what to change.
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 
-if __name__ == "__main__":
-  sys.exit(main())

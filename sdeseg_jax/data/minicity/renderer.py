@@ -1,4 +1,4 @@
-"""Vectorised numpy ray caster and world-fixed procedural shading of MiniCity.
+"""Vectorised numpy ray caster, solid noise and lighting of MiniCity.
 
 The world is a set of primitives (axis-aligned boxes, vertical cylinders,
 spheres) above the ground plane ``y = 0``; world axes are x right, y up and
@@ -10,7 +10,8 @@ ray parameter of a hit *is* the camera z-depth.
 Shading depends only on the hit's world position, its surface normal and the
 object it belongs to (solid value noise of world coordinates, Lambert light
 from a fixed sun, sky light from the normal): there is no view-dependent term,
-so a surface point has the same colour in every frame.
+so a surface point has the same colour in every frame. The per-material
+surface colours are ``shaders.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ import dataclasses
 
 import numpy as np
 
-# Materials: each selects one texture function.
-(M_ROAD, M_PAVEMENT, M_GRASS, M_FACADE, M_WALL, M_FENCE, M_METAL,
- M_TLIGHT, M_SIGN, M_FOLIAGE, M_BARK, M_CLOTH, M_SKIN, M_PAINT, M_BIGVEH,
- M_BIKE, M_STATIC, M_RAIL) = range(18)
 
 SKY = -1  # Primitive index of pixels that hit nothing.
 GROUND = -2  # Primitive index of pixels that hit the ground plane.
@@ -419,299 +416,10 @@ def normals(world: FrozenWorld, prim, points):
 # --------------------------------------------------------------- shading ---
 
 
-def _frac(x):
-  return x - np.floor(x)
-
-
-def _face_uv(p, n, anchor):
-  """Coordinates along a vertical face: (horizontal, height above anchor)."""
-  along = np.where(np.abs(n[:, 0]) > 0.5, p[:, 2] - anchor[:, 2],
-                   p[:, 0] - anchor[:, 0])
-  return along, p[:, 1] - anchor[:, 1]
-
-
-def _mix(a, b, t):
+def mix(a, b, t):
+  """``a * (1 - t) + b * t`` with ``t`` [N] or [N, 1]."""
   t = t[:, None] if np.ndim(t) == 1 else t
   return a * (1.0 - t) + b * t
-
-
-def albedo(world: FrozenWorld, style: Style, prim, points, nrm, salt: int,
-           footprint):
-  """Surface colour [N, 3] in [0, 1] of hits (world-fixed; no view terms).
-
-  Args:
-    world: the scene.
-    style: domain look (texture frequency/contrast).
-    prim: [N] primitive index or GROUND (no SKY).
-    points: [N, 3] world hit points.
-    nrm: [N, 3] surface normals.
-    salt: domain salt of the noise, so domains differ in texture too.
-    footprint: [N] metres covered by the pixel at the hit (texture LOD).
-
-  Returns:
-    [N, 3] float32 albedo.
-  """
-  n = len(prim)
-  out = np.zeros((n, 3), np.float32)
-  p = points.astype(np.float32)
-  gi = np.maximum(prim, 0)
-  mat = np.where(prim == GROUND, -1, world.material[gi])
-  col = world.color[gi]
-  col2 = world.color2[gi]
-  seed = world.seed[gi]
-  anchor = world.anchor[gi]
-  fq, amp = style.noise_freq, style.noise_amp
-  rw = world.road_half_width
-
-  def noise(s, freq, seed_off=0, octaves=3, pts=None):
-    freq = np.asarray(freq, np.float32) * fq
-    pts = p[s] if pts is None else pts
-    return fbm(pts * freq, salt + seed_off, octaves,
-               footprint=footprint[s] * float(np.max(freq)))
-
-  grain = noise
-
-  def contrast(x, a):
-    return 1.0 + (x - 0.5) * 2.0 * a * amp
-
-  # Ground: road inside the kerbs, the domain's outer ground beyond.
-  s = mat == -1
-  if s.any():
-    q = p[s]
-    road = np.abs(q[:, 0]) < rw
-    g = grain(s, 4.0)
-    patch = noise(s, 0.25, 7, 2)
-    mid = noise(s, 1.3, 9, 2)
-    asphalt = 0.30 * contrast(g, 0.3) * contrast(patch, 0.2) * contrast(
-        mid, 0.15)
-    c = np.repeat(asphalt[:, None], 3, 1) * np.array([1.0, 1.0, 1.04])
-    ax = np.abs(q[:, 0])
-    centre = (ax < 0.08) & (_frac(q[:, 2] / 9.0) < 0.4)
-    edge = np.abs(ax - (rw - 0.3)) < 0.07
-    mark = (centre | edge) & road
-    c[mark] = (0.82 * contrast(g[mark], 0.1))[:, None]
-    outer = ~road
-    if world.ground_outer_material == M_GRASS:
-      gg = noise(s, 2.5, 11)[outer]
-      c[outer] = _mix(np.array([0.30, 0.36, 0.14]),
-                      np.array([0.45, 0.40, 0.22]), gg)
-    else:
-      c[outer] = _pavement(q[outer], g[outer], contrast)
-    out[s] = c
-
-  s = mat == M_PAVEMENT
-  if s.any():
-    out[s] = _pavement(p[s], grain(s, 4.0), contrast) * col[s] / 0.6
-
-  s = mat == M_GRASS
-  if s.any():
-    out[s] = _mix(np.array([0.30, 0.36, 0.14]), np.array([0.45, 0.40, 0.22]),
-                  grain(s, 2.5, seed_off=11))
-
-  s = mat == M_FACADE
-  if s.any():
-    q, nn, sd = p[s], nrm[s], seed[s]
-    u, v = _face_uv(q, nn, anchor[s])
-    g = grain(s, 3.0)
-    base = col[s] * contrast(g, 0.18)[:, None]
-    sp = 2.2 + 1.4 * hash01(sd, 1)
-    fh = 3.0 + 0.6 * hash01(sd, 2)
-    fu, fv = _frac(u / sp), _frac(v / fh)
-    vertical = np.abs(nn[:, 1]) < 0.5
-    upper = (fu > 0.22) & (fu < 0.78) & (fv > 0.3) & (fv < 0.82) & (v > fh)
-    shop = (fu > 0.08) & (fu < 0.92) & (v > 0.5) & (v < fh * 0.8) & (
-        hash01(sd, 3) > 0.45)
-    win = vertical & (upper | shop)
-    glass = _mix(np.array([0.10, 0.13, 0.17]), np.array([0.35, 0.42, 0.5]),
-                 noise(s, 0.7, 5, 2) ** 2)
-    base[win] = glass[win]
-    sill = vertical & (fu > 0.2) & (fu < 0.8) & (np.abs(fv - 0.29) < 0.025) & (
-        v > fh)
-    base[sill] = base[sill] * 0.55
-    band = vertical & (np.abs(fv) < 0.03) & (v > fh * 0.9)
-    base[band] = base[band] * 0.8
-    roof = ~vertical
-    base[roof] = (0.25 * contrast(g[roof], 0.3))[:, None]
-    out[s] = base
-
-  s = mat == M_WALL
-  if s.any():
-    q, nn = p[s], nrm[s]
-    u, v = _face_uv(q, nn, anchor[s])
-    row = np.floor(v / 0.22)
-    bu = _frac(u / 0.5 + 0.5 * (row % 2))
-    mortar = (_frac(v / 0.22) < 0.1) | (bu < 0.05)
-    g = grain(s, 6.0)
-    c = col[s] * contrast(g, 0.25)[:, None]
-    c[mortar] = c[mortar] * 0.6 + 0.25
-    out[s] = c
-
-  s = mat == M_FENCE
-  if s.any():
-    q, nn = p[s], nrm[s]
-    u, v = _face_uv(q, nn, anchor[s])
-    slat = _frac(u / 0.16) < 0.55
-    rail = (np.abs(v - 0.3) < 0.05) | (np.abs(v - (col2[s, 0] * 2.0)) < 0.05)
-    g = grain(s, 8.0)
-    c = col[s] * contrast(g, 0.3)[:, None]
-    c[~slat & ~rail] = c[~slat & ~rail] * 0.35
-    out[s] = c
-
-  s = mat == M_METAL
-  if s.any():
-    q = p[s]
-    g = noise(s, [3.0, 0.4, 3.0], 3, 2)
-    out[s] = col[s] * contrast(g, 0.2)[:, None]
-
-  s = mat == M_TLIGHT
-  if s.any():
-    q, nn, a = p[s], nrm[s], anchor[s]
-    c = np.repeat((0.08 * contrast(grain(s, 10.0), 0.3))[:, None], 3, 1)
-    h = col2[s, 0]  # housing height
-    rel = q[:, 1] - a[:, 1]
-    cx = a[:, 0] + 0.15
-    lamp = np.clip(np.floor(rel / (h / 3.0)), 0, 2)
-    lc = a[:, 1] + (lamp + 0.5) * h / 3.0
-    front = nn[:, 2] < -0.5
-    disc = front & ((q[:, 0] - cx)**2 + (q[:, 1] - lc)**2 < 0.09**2)
-    on = hash01(seed[s], 4) * 3.0
-    lit = np.floor(on) == 2 - lamp
-    colors = np.array([[0.95, 0.15, 0.1], [0.95, 0.7, 0.1], [0.1, 0.9, 0.3]])
-    lamp_col = colors[lamp.astype(int)] * np.where(lit, 1.0, 0.25)[:, None]
-    c[disc] = lamp_col[disc]
-    out[s] = c
-
-  s = mat == M_SIGN
-  if s.any():
-    q, nn, a = p[s], nrm[s], anchor[s]
-    size = col2[s, 0]
-    du = (q[:, 0] - a[:, 0]) / size - 0.5
-    dv = (q[:, 1] - a[:, 1]) / size - 0.5
-    r = np.maximum(np.abs(du), np.abs(dv))
-    c = col[s] * contrast(grain(s, 12.0), 0.15)[:, None]
-    border = r > 0.38
-    c[border] = 0.9
-    glyph = (np.abs(du) < 0.18) & (np.abs(dv) < 0.05) & (hash01(seed[s], 5)
-                                                          > 0.5)
-    c[glyph] = 0.95
-    back = nn[:, 2] > 0.5
-    c[back] = 0.45
-    out[s] = c
-
-  s = mat == M_FOLIAGE
-  if s.any():
-    g = grain(s, 3.0, octaves=4, seed_off=13)
-    leaf = noise(s, 9.0, 17, 2)
-    out[s] = _mix(col[s] * 0.3, col[s] * 1.5, np.clip(
-        0.5 + (g - 0.5) * 1.8 * amp + (leaf - 0.5) * 0.8 * amp, 0, 1))
-
-  s = mat == M_BARK
-  if s.any():
-    g = noise(s, [8.0, 1.0, 8.0], 19)
-    out[s] = col[s] * contrast(g, 0.35)[:, None]
-
-  s = mat == M_CLOTH
-  if s.any():
-    q, a = p[s], anchor[s]
-    rel = q[:, 1] - a[:, 1]
-    legs = rel < 0.82  # Trousers (colour2) below the hips.
-    c = np.where(legs[:, None], col2[s] * 0.6, col[s])
-    out[s] = c * contrast(grain(s, 9.0), 0.2)[:, None]
-
-  s = mat == M_SKIN
-  if s.any():
-    out[s] = col[s] * contrast(grain(s, 10.0), 0.1)[:, None]
-
-  s = mat == M_PAINT
-  if s.any():
-    # colour2 = (is cabin, body length / 10, body width / 10).
-    q, nn, a = p[s], nrm[s], anchor[s]
-    rel = q[:, 1] - a[:, 1]
-    c = col[s] * contrast(grain(s, 5.0), 0.1)[:, None]
-    cabin = col2[s, 0] > 0.5
-    glass = cabin & (np.abs(nn[:, 1]) < 0.5) & (rel > 0.06)
-    c[glass] = np.array([0.12, 0.14, 0.17]) * contrast(
-        grain(s, 2.0)[glass], 0.4)[:, None]
-    body = ~cabin
-    length, width = col2[s, 1] * 10.0, col2[s, 2] * 10.0
-    side = body & (np.abs(nn[:, 0]) > 0.5)
-    along = q[:, 2] - a[:, 2]
-    # Wheels: dark tyres with grey rims on the sides.
-    wc = np.where(along < 0.5 * length, 0.2 * length, 0.8 * length)
-    r2 = (along - wc)**2 + (rel - 0.27)**2
-    tyre = side & (r2 < 0.31**2)
-    c[tyre] = 0.05
-    rim = side & (r2 < 0.15**2)
-    c[rim] = 0.45 * contrast(grain(s, 20.0)[rim], 0.2)[:, None]
-    seam = side & ~tyre & (rel > 0.35) & (
-        (np.abs(along - 0.45 * length) < 0.02) |
-        (np.abs(along - 0.7 * length) < 0.02) | (np.abs(rel - 0.5) < 0.015))
-    c[seam] = c[seam] * 0.55
-    # Lights and number plates on the ends (rear: -z, front: +z).
-    end = body & (np.abs(nn[:, 2]) > 0.5)
-    lx = q[:, 0] - a[:, 0]
-    lamp = end & (rel > 0.55) & (rel < 0.72) & (
-        (lx < 0.4) | (lx > width - 0.4)) & ((lx > 0.08) &
-                                              (lx < width - 0.08))
-    rear = nn[:, 2] < 0
-    c[lamp & rear] = (0.7, 0.06, 0.05)
-    c[lamp & ~rear] = (0.95, 0.92, 0.8)
-    plate = end & (np.abs(lx - width / 2) < 0.26) & (rel > 0.3) & (rel < 0.42)
-    c[plate] = 0.88
-    c[body & (rel < 0.1)] = 0.04
-    out[s] = c
-
-  s = mat == M_BIGVEH
-  if s.any():
-    q, nn, a = p[s], nrm[s], anchor[s]
-    rel = q[:, 1] - a[:, 1]
-    h = col2[s, 0] * 4.0
-    u, _ = _face_uv(q, nn, a)
-    c = col[s] * contrast(grain(s, 4.0), 0.1)[:, None]
-    vertical = np.abs(nn[:, 1]) < 0.5
-    band = vertical & (rel > 0.5 * h) & (rel < 0.85 * h) & (
-        _frac(u / 1.3) > 0.12) & (col2[s, 1] > 0.5)
-    c[band] = np.array([0.1, 0.12, 0.15]) * contrast(
-        grain(s, 1.5)[band], 0.5)[:, None]
-    stripe = vertical & (np.abs(rel - 0.4 * h) < 0.06)
-    c[stripe] = c[stripe] * 0.5
-    tyre = rel < 0.3
-    c[tyre] = 0.05
-    out[s] = c
-
-  s = mat == M_BIKE
-  if s.any():
-    q, a = p[s], anchor[s]
-    rel = q[:, 1] - a[:, 1]
-    c = col[s] * contrast(grain(s, 10.0), 0.3)[:, None]
-    wheel = rel < 0.35
-    c[wheel] = 0.05
-    out[s] = c
-
-  s = mat == M_STATIC
-  if s.any():
-    out[s] = col[s] * contrast(grain(s, 6.0), 0.25)[:, None]
-
-  s = mat == M_RAIL
-  if s.any():
-    q = p[s]
-    g = grain(s, 5.0)
-    c = np.repeat((0.28 * contrast(g, 0.3))[:, None], 3, 1) * np.array(
-        [1.05, 1.0, 0.95])
-    rx = _frac((q[:, 0] - anchor[s, 0]) / 0.72)
-    steel = (rx > 0.15) & (rx < 0.25) | (rx > 0.75) & (rx < 0.85)
-    c[steel] = 0.55
-    sleeper = _frac(q[:, 2] / 0.6) < 0.3
-    c[sleeper & ~steel] = c[sleeper & ~steel] * 0.6 + 0.1
-    out[s] = c
-  return np.clip(out, 0.0, 1.0)
-
-
-def _pavement(q, g, contrast):
-  tile = (_frac(q[:, 0] / 0.6) < 0.05) | (_frac(q[:, 2] / 0.6) < 0.05)
-  v = 0.55 * contrast(g, 0.15)
-  v = np.where(tile, v * 0.7, v)
-  return np.stack([v * 1.02, v, v * 0.95], 1)
 
 
 def shade(style: Style, albedo_, nrm, sun_visible=None, ambient_occ=None):
@@ -813,13 +521,13 @@ def sky_color(style: Style, dirs, salt):
   """Sky colour [N, 3] from world ray directions [N, 3] (at infinity)."""
   d = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
   up = np.clip(d[:, 1], 0.0, 1.0) ** 0.6
-  c = _mix(np.asarray(style.sky_horizon), np.asarray(style.sky_zenith), up)
+  c = mix(np.asarray(style.sky_horizon), np.asarray(style.sky_zenith), up)
   # Clouds on a virtual plane high above, parameterised by direction only.
   plane = d[:, [0, 2]] / np.maximum(d[:, 1:2], 0.05)
   pc = np.concatenate([plane * 1.5, np.zeros((len(d), 1))], 1)
   cl = fbm(pc.astype(np.float32), salt + 23, 4)
   cover = np.clip((cl - (1.0 - style.cloud)) * 3.0, 0.0, 1.0)[:, None]
-  return _mix(c, np.array([0.92, 0.93, 0.95]), cover * 0.85)
+  return mix(c, np.array([0.92, 0.93, 0.95]), cover * 0.85)
 
 
 def finish(style: Style, rgb):

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from sdeseg_jax.data import minicity_render as mr
+from sdeseg_jax.data.minicity import renderer as mr
+from sdeseg_jax.data.minicity import shaders as sh
 
 # Cityscapes label ids drawn by MiniCity.
 ROAD, SIDEWALK, PARKING, RAIL_TRACK = 7, 8, 9, 10
@@ -274,12 +275,12 @@ class _Builder:
     color, sd = self.pick(self.domain.cars), self.seed()
     top = self.u(0.95, 1.15)
     self.w.box((x - width / 2, 0.05, z), (x + width / 2, top, z + length),
-               CAR, mr.M_PAINT, color, (0, length / 10, width / 10), sd)
+               CAR, sh.M_PAINT, color, (0, length / 10, width / 10), sd)
     cab0 = z + length * self.u(0.2, 0.35)
     cab1 = cab0 + length * self.u(0.45, 0.55)
     self.w.box((x - width / 2 + 0.08, top, cab0),
                (x + width / 2 - 0.08, top + self.u(0.42, 0.55), cab1),
-               CAR, mr.M_PAINT, color, (1, 0, 0), sd)
+               CAR, sh.M_PAINT, color, (1, 0, 0), sd)
     return True
 
   def big_vehicle(self, x, z, label, length, height, windows, width=2.5,
@@ -291,7 +292,7 @@ class _Builder:
                        (0.80, 0.15, 0.12), (0.92, 0.92, 0.92)))
     self.w.box((x - width / 2, y0, z), (x + width / 2, y0 + height,
                                         z + length),
-               label, mr.M_BIGVEH, color, (height / 4.0, float(windows), 0),
+               label, sh.M_BIGVEH, color, (height / 4.0, float(windows), 0),
                self.seed())
     return True
 
@@ -313,11 +314,11 @@ class _Builder:
     trousers = self.pick(self.domain.clothes, 0.08)
     if label == RIDER:
       trousers = shirt
-    self.w.cylinder(x, z, r, y0, y0 + height - 0.22, label, mr.M_CLOTH,
+    self.w.cylinder(x, z, r, y0, y0 + height - 0.22, label, sh.M_CLOTH,
                     shirt, trousers, self.seed())
     skin = self.pick(((0.85, 0.65, 0.52), (0.55, 0.38, 0.28),
                       (0.95, 0.78, 0.66)), 0.03)
-    self.w.sphere((x, y0 + height - 0.11, z), 0.11, label, mr.M_SKIN, skin,
+    self.w.sphere((x, y0 + height - 0.11, z), 0.11, label, sh.M_SKIN, skin,
                   None, self.seed())
     return True
 
@@ -331,7 +332,7 @@ class _Builder:
                                                       (0.5, 0.1, 0.1),
                                                       (0.2, 0.3, 0.5)))
     self.w.box((x - hx, 0.0, z), (x + hx, 1.1 if motor else 1.0, z + hz),
-               MOTORCYCLE if motor else BICYCLE, mr.M_BIKE, color, None,
+               MOTORCYCLE if motor else BICYCLE, sh.M_BIKE, color, None,
                self.seed())
     if rider:
       self.person(x, z + length * 0.45, RIDER, y0=0.85 if not motor else 0.9,
@@ -344,17 +345,17 @@ class _Builder:
     if not self.free(x - 0.3, x + 0.3, z - 0.3, z + 0.3):
       return False
     self.w.cylinder(x, z, self.u(0.14, 0.25), 0.0, trunk_h + r * 0.5,
-                    VEGETATION, mr.M_BARK, (0.30, 0.24, 0.18), None,
+                    VEGETATION, sh.M_BARK, (0.30, 0.24, 0.18), None,
                     self.seed())
     cy = max(trunk_h + r * 0.5, 3.4 + r)
     leaf = self.pick(self.domain.foliage, 0.04)
-    self.w.sphere((x, cy, z), r, VEGETATION, mr.M_FOLIAGE, leaf, None,
+    self.w.sphere((x, cy, z), r, VEGETATION, sh.M_FOLIAGE, leaf, None,
                   self.seed())
     for _ in range(int(self.rng.integers(1, 3))):
       rr = r * self.u(0.5, 0.75)
       off = self.rng.uniform(-0.7, 0.7, 3) * r
       self.w.sphere((x + off[0], max(cy + off[1] * 0.5, 3.4 + rr), z + off[2]),
-                    rr, VEGETATION, mr.M_FOLIAGE, leaf, None, self.seed())
+                    rr, VEGETATION, sh.M_FOLIAGE, leaf, None, self.seed())
     return True
 
   def pole(self, x, z, side):
@@ -363,7 +364,7 @@ class _Builder:
       return False
     grey = self.pick(((0.45, 0.46, 0.47), (0.30, 0.32, 0.30),
                       (0.55, 0.55, 0.52)), 0.03)
-    self.w.cylinder(x, z, self.u(0.07, 0.13), 0.0, h, POLE, mr.M_METAL, grey,
+    self.w.cylinder(x, z, self.u(0.07, 0.13), 0.0, h, POLE, sh.M_METAL, grey,
                     None, self.seed())
     roll = self.rng.random()
     if roll < 0.35:  # A traffic sign facing oncoming traffic (-z).
@@ -371,7 +372,7 @@ class _Builder:
       y = self.u(1.9, min(2.6, h - size))
       self.w.box((x - size / 2, y, z - 0.2), (x + size / 2, y + size,
                                               z - 0.15),
-                 TRAFFIC_SIGN, mr.M_SIGN, self.pick(self.domain.signs, 0.03),
+                 TRAFFIC_SIGN, sh.M_SIGN, self.pick(self.domain.signs, 0.03),
                  (size, 0, 0), self.seed())
     elif roll < 0.6:  # A traffic light, on the pole or over the road.
       over = self.rng.random() < 0.5 and h > 5.0
@@ -382,10 +383,10 @@ class _Builder:
         y = h - 1.3
         lx = x - side * arm
         self.w.box((min(x, lx), h - 0.35, z - 0.06),
-                   (max(x, lx), h - 0.25, z + 0.06), POLE, mr.M_METAL, grey,
+                   (max(x, lx), h - 0.25, z + 0.06), POLE, sh.M_METAL, grey,
                    None, self.seed())
       self.w.box((lx - 0.15, y, z - 0.45), (lx + 0.15, y + 0.9, z - 0.15),
-                 TRAFFIC_LIGHT, mr.M_TLIGHT, (0.1, 0.1, 0.1), (0.9, 0, 0),
+                 TRAFFIC_LIGHT, sh.M_TLIGHT, (0.1, 0.1, 0.1), (0.9, 0, 0),
                  self.seed())
     return True
 
@@ -398,12 +399,12 @@ class _Builder:
     # Closing facades at both ends of the street.
     for z0, z1 in ((_Z_MAX, _Z_MAX + 20.0), (_Z_MIN - 20.0, _Z_MIN)):
       w.box((-300.0, 0.0, z0), (300.0, self.u(15, 35), z1), BUILDING,
-            mr.M_FACADE, self.pick(dom.facades), None, self.seed())
+            sh.M_FACADE, self.pick(dom.facades), None, self.seed())
     tram_x = None
     if has["train"]:
       tram_x = rw * 0.45 * (1 if rng.random() < 0.7 else -1)
       w.box((tram_x - 0.9, 0.0, _Z_MIN), (tram_x + 0.9, 0.012, _Z_MAX),
-            RAIL_TRACK, mr.M_RAIL, (0.3, 0.3, 0.3), None, self.seed())
+            RAIL_TRACK, sh.M_RAIL, (0.3, 0.3, 0.3), None, self.seed())
     for side in (-1.0, 1.0):
       self._side(side, has)
     # Traffic in the lanes, ahead of the camera.
@@ -444,7 +445,7 @@ class _Builder:
     rw, sw, kerb = st.road_half_width, st.sidewalk_width, st.kerb
     # Sidewalk slab with a kerb.
     w.box((side * rw, 0.0, _Z_MIN), (side * (rw + sw), kerb, _Z_MAX),
-          SIDEWALK, mr.M_PAVEMENT, (0.6, 0.6, 0.6), None, self.seed())
+          SIDEWALK, sh.M_PAVEMENT, (0.6, 0.6, 0.6), None, self.seed())
     outer_terrain = has["terrain"]
     # Lots: buildings and gaps with greenery behind walls or fences.
     z = _Z_MIN
@@ -456,7 +457,7 @@ class _Builder:
       if rng.random() < 0.65:
         depth, height = self.u(8.0, 18.0), self.u(7.0, 26.0)
         w.box((side * xf, 0.0, z), (side * (xf + depth), height, z1),
-              BUILDING, mr.M_FACADE, self.pick(dom.facades), None,
+              BUILDING, sh.M_FACADE, self.pick(dom.facades), None,
               self.seed())
         if setback > 1.0 and rng.random() < 0.6:
           self._frontage(side, rw + sw + 0.2, z, z1, hedge_ok=True)
@@ -467,7 +468,7 @@ class _Builder:
         back = xf + self.u(12.0, 25.0)
         w.box((side * back, 0.0, z), (side * (back + 12.0), self.u(8, 30),
                                       z1),
-              BUILDING, mr.M_FACADE, self.pick(dom.facades), None,
+              BUILDING, sh.M_FACADE, self.pick(dom.facades), None,
               self.seed())
       z = z1
     # Street furniture on the sidewalk.
@@ -485,7 +486,7 @@ class _Builder:
       z0 = self.u(-20.0, 40.0)
       w.box((side * (rw - 2.2), 0.0, z0), (side * rw, 0.01, z0 +
                                            self.u(15.0, 50.0)),
-            PARKING, mr.M_PAVEMENT, (0.48, 0.45, 0.42), None, self.seed())
+            PARKING, sh.M_PAVEMENT, (0.48, 0.45, 0.42), None, self.seed())
     z = _Z_MIN + self.u(0, 6)
     while z < _Z_MAX - 20:
       if rng.random() < 0.45:
@@ -506,42 +507,42 @@ class _Builder:
       hx, hz, hy = self.u(0.2, 0.35), self.u(0.25, 0.9), self.u(0.5, 1.0)
       if self.free(x - hx, x + hx, z - hz, z + hz, margin=0.6):
         w.box((x - hx, 0.0, z - hz), (x + hx, hy, z + hz), STATIC,
-              mr.M_STATIC, self.pick(((0.2, 0.3, 0.2), (0.35, 0.3, 0.25),
+              sh.M_STATIC, self.pick(((0.2, 0.3, 0.2), (0.35, 0.3, 0.25),
                                       (0.3, 0.3, 0.32))), None, self.seed())
     if rng.random() < 0.15:  # A guard rail (void) along the kerb.
       z0 = self.u(0.0, 40.0)
       x = side * (rw + 0.15)
       if self.free(x - 0.05, x + 0.05, z0, z0 + 20.0):
         w.box((x - 0.04, 0.35, z0), (x + 0.04, 0.75, z0 + 20.0), GUARD_RAIL,
-              mr.M_METAL, (0.6, 0.62, 0.63), None, self.seed())
+              sh.M_METAL, (0.6, 0.62, 0.63), None, self.seed())
 
   def _frontage(self, side, x, z0, z1, hedge_ok):
     rng, w = self.rng, self.w
     kind = rng.random()
     if kind < 0.35:
       h, t = self.u(0.6, 2.4), 0.3
-      w.box((side * x, 0.0, z0), (side * (x + t), h, z1), WALL, mr.M_WALL,
+      w.box((side * x, 0.0, z0), (side * (x + t), h, z1), WALL, sh.M_WALL,
             self.pick(((0.6, 0.55, 0.5), (0.55, 0.35, 0.28),
                        (0.7, 0.7, 0.68))), None, self.seed())
     elif kind < 0.7:
       h = self.u(1.0, 2.2)
       w.box((side * x, 0.0, z0), (side * (x + 0.06), h, z1), FENCE,
-            mr.M_FENCE, self.pick(((0.45, 0.35, 0.25), (0.5, 0.52, 0.5),
+            sh.M_FENCE, self.pick(((0.45, 0.35, 0.25), (0.5, 0.52, 0.5),
                                    (0.25, 0.3, 0.25))), (h / 2 - 0.2, 0, 0),
             self.seed())
     elif kind < 0.85 and hedge_ok:
       h = self.u(0.8, 1.6)
       w.box((side * x, 0.0, z0), (side * (x + 0.8), h, z1), VEGETATION,
-            mr.M_FOLIAGE, self.pick(self.domain.foliage), None, self.seed())
+            sh.M_FOLIAGE, self.pick(self.domain.foliage), None, self.seed())
 
 
 def build_world(rng: np.random.Generator, domain: Domain, street: Street,
                 trajectory: Trajectory) -> mr.FrozenWorld:
   """Builds the street of one sequence around the camera's path."""
   if domain.prob["terrain"] > 0:
-    outer = (TERRAIN, mr.M_GRASS)
+    outer = (TERRAIN, sh.M_GRASS)
   else:
-    outer = (SIDEWALK, mr.M_PAVEMENT)
+    outer = (SIDEWALK, sh.M_PAVEMENT)
   world = mr.World(street.road_half_width, *outer)
   _Builder(rng, domain, street, trajectory.path, world).build()
   return world.finalize()
