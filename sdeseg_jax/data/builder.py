@@ -36,6 +36,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
@@ -133,6 +134,17 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, samples, layout, with_pose):
     for s in samples:
       yield s.index, encode_sample(s, layout, with_pose=with_pose)
+
+  # tfds prints "Downloading and preparing dataset ..." to stdout; nothing is
+  # downloaded here, so say what happens instead, in the log.
+  def _log_download_bytes(self) -> None:
+    logging.info("preparing dataset %s from %s into %s (read from the local "
+                 "folder; nothing is downloaded)", self.builder_config.name,
+                 self.builder_config.stream.path, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("dataset prepared in %s; later runs reuse it.",
+                 self.data_dir)
 
 
 def _list(stream, root, split):

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdeseg_jax import errors
 from sdeseg_jax.models.decoders import ALL_STAGES, UNetDecoder, decoder_kwargs
 from sdeseg_jax.models.pose import PoseDecoder
 from sdeseg_jax.models.resnet import ResNetEncoder, num_ch_enc
@@ -376,6 +377,7 @@ def load_npz(path: str) -> Variables:
   return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
+@errors.cli_main
 def main(argv: Sequence[str] | None = None) -> str:
   """CLI entry point; returns the written path."""
   parser = argparse.ArgumentParser(
