@@ -34,6 +34,8 @@ import glob
 import json
 import os
 import shutil
+import threading
+import time
 from typing import Any
 
 from absl import logging
@@ -232,6 +234,17 @@ class Checkpointer:
     os_err = _find_oserror(exc)
     if os_err is None:
       raise exc
+    # Let the save's other writers (orbax threads) end before removing what
+    # they wrote; one failed writer does not stop the others.
+    try:
+      self._mngr.close()
+    except Exception:  # pylint: disable=broad-except
+      pass  # the same failure, already being reported
+    deadline = time.monotonic() + 60
+    for t in threading.enumerate():
+      if (t is not threading.current_thread() and
+          type(t).__module__.startswith("orbax.")):
+        t.join(max(0.0, deadline - time.monotonic()))
     removed = []
     pattern = os.path.join(self.directory, f"{'' if step is None else step}"
                            f"*{ocp.utils.TMP_DIR_SUFFIX}*")
@@ -258,9 +271,8 @@ class Checkpointer:
     """
     if self._saving is None or self._mngr.is_saving_in_progress():
       return
-    with self._save_errors():
-      self._mngr.check_for_errors()
-    self._saving = None
+    # The save is over: waiting returns at once, raising its error if any.
+    self.wait()
 
   def check_model(self, config: mlc.ConfigDict,
                   step: int | None = None) -> None:
