@@ -121,8 +121,10 @@ def parse_flags(argv):
 _PROJECT_DIR = os.path.dirname(os.path.abspath(errors.__file__)) + os.sep
 _KEEP_INFO_FROM = (os.sep + os.path.join("clu", "metric_writers") + os.sep,
                    os.sep + os.path.join("clu", "platform") + os.sep)
-# tfds warns about every custom builder config, i.e. every stream.
-_DROP_MESSAGES = ("Using custom data configuration",)
+# tfds warns about every custom builder config, i.e. every stream; orbax
+# about the per-item metadata it never writes (read for the shape check).
+_DROP_MESSAGES = ("Using custom data configuration",
+                  "Metadata file does not exist")
 
 
 class _LibraryNoiseFilter(py_logging.Filter):

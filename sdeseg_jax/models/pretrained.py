@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 from typing import Any, Callable, Mapping, Sequence
 
 import flax
@@ -83,7 +84,13 @@ def load_state_dict(path: str) -> StateDict:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(f"reading {path} needs torch (CPU build suffices)") from e
-  sd = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+    raise ValueError(
+        f"{path}: not a readable torch state dict (torch.load: "
+        f"{type(e).__name__}); pass a .pth file of "
+        "torch.save(model.state_dict()) or a .safetensors file") from e
   for wrapper in ("state_dict", "model_state"):
     if isinstance(sd, Mapping) and isinstance(sd.get(wrapper), Mapping):
       sd = sd[wrapper]

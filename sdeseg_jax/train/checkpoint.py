@@ -119,6 +119,17 @@ def _find_oserror(exc: BaseException | None) -> OSError | None:
   return None
 
 
+def _reason(exc: BaseException) -> str:
+  """One short line: the innermost cause of ``exc`` (tensorstore's words)."""
+  seen = set()
+  while id(exc) not in seen and (exc.__cause__ or exc.__context__):
+    seen.add(id(exc))
+    exc = exc.__cause__ or exc.__context__
+  lines = str(exc).strip().splitlines() or [""]
+  text = f"{type(exc).__name__}: {lines[0]}"
+  return text if len(text) <= 240 else text[:237] + "..."
+
+
 def abstract_like(tree: Any, sharding=None) -> Any:
   """ShapeDtypeStructs (with shardings) mirroring ``tree``.
 
@@ -340,7 +351,7 @@ class Checkpointer:
       except errors.CheckpointError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        reason = _reason(e)
         aside = self._move_aside(s)
         logging.warning(
             "checkpoint %d in %s is unreadable (%s); moved it to %s and "
