@@ -98,7 +98,11 @@ def parse_flags(argv):
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      raise errors.ConfigError(f"{e} (--helpfull lists the flags)") from e
+      text = str(e).strip()
+      if "Traceback (most recent call last)" in text:  # the config file's
+        head = text.split("Traceback (most recent call last)")[0].strip()
+        text = f"{head} {text.splitlines()[-1].strip()}"
+      raise errors.ConfigError(f"{text} (--helpfull lists the flags)") from e
     except KeyError as e:  # an override of a key the config does not have
       text = str(e.args[0]) if e.args else ""
       key = text.split("'")[1] if text.count("'") >= 2 else text

@@ -86,6 +86,18 @@ class CatalogueTest(absltest.TestCase):
                   "--workdir=" + self.workdir()),
         r"--config\.data\.strem\.path=x: .*no key 'strem'.*stream")
 
+  def test_unknown_config_argument_and_bad_value(self):
+    self.assert_one_line_error(
+        self.main("--config=configs/prepare.py:nope=1",
+                  "--workdir=" + self.workdir()),
+        r"--config=configs/prepare\.py:nope=1: .*unknown config argument "
+        r"'nope'; known: \[")
+    self.assert_one_line_error(
+        self.main("--config=configs/prepare.py",
+                  "--config.data.stream.val_count=ten",
+                  "--workdir=" + self.workdir()),
+        r"--config\.data\.stream\.val_count=ten: invalid literal")
+
   def test_unknown_mode_and_traceback_switch(self):
     args = ("--config=configs/prepare.py", "--config.mode=trian",
             "--workdir=" + self.workdir())
@@ -144,7 +156,9 @@ class CatalogueTest(absltest.TestCase):
 
   def test_resume_with_other_width_or_depth_is_refused(self):
     workdir = self.copy_sde()
-    before = _cli.tree_digest(workdir)
+    # (The copy prepares its data again: the tfds name hashes the path.)
+    ckpts = os.path.join(workdir, "checkpoints")
+    before = _cli.tree_digest(ckpts)
     self.assert_one_line_error(
         self.main(SDE, NOEVAL, "--config.model.width=8",
                   "--workdir=" + workdir),
@@ -153,7 +167,7 @@ class CatalogueTest(absltest.TestCase):
         self.main(SDE, NOEVAL, "--config.model.encoder_depth=34",
                   "--workdir=" + workdir),
         r"config\.model\.encoder_depth: 18 saved, 34 now")
-    self.assertEqual(_cli.tree_digest(workdir), before)
+    self.assertEqual(_cli.tree_digest(ckpts), before)
 
   def test_resume_below_saved_step_and_verbosity(self):
     workdir = self.copy_sde()
