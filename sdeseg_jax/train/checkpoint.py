@@ -352,6 +352,11 @@ class Checkpointer:
         raise
       except Exception as e:  # pylint: disable=broad-except
         reason = _reason(e)
+        if jax.process_count() > 1:  # no safe rename from every process
+          raise errors.CheckpointError(
+              f"checkpoint {s} in {self.directory} is unreadable ({reason}); "
+              f"move it to {self.corrupt_directory}/ and rerun to resume "
+              "from the one before.") from e
         aside = self._move_aside(s)
         logging.warning(
             "checkpoint %d in %s is unreadable (%s); moved it to %s and "
