@@ -141,6 +141,17 @@ class SdesegData(tfds.core.GeneratorBasedBuilder):
     for s in samples:
       yield s.index, encode_sample(s, layout, with_pose=with_pose)
 
+  # tfds prints "Downloading and preparing dataset ..." to stdout; nothing is
+  # downloaded here, so say what happens instead, in the log.
+  def _log_download_bytes(self) -> None:
+    logging.info("preparing dataset %s from %s into %s (read from the local "
+                 "folder; nothing is downloaded)", self.builder_config.name,
+                 self.builder_config.stream.path, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("dataset prepared in %s; later runs reuse it.",
+                 self.data_dir)
+
 
 def _list(stream, root, split):
   """Samples of a split; None when the layout has no such split on disk."""

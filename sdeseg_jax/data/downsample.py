@@ -25,6 +25,8 @@ import time
 
 from PIL import Image
 
+from sdeseg_jax import errors
+
 FOLDERS = {
     "cityscapes": ("leftImg8bit", "leftImg8bit_sequence"),
     "gta5": ("images",),
@@ -130,6 +132,7 @@ def run(root: str, layout: str, size=(1024, 512), workers: int = 1,
           "skipped": len(jobs) - len(todo), "repaired": repaired}
 
 
+@errors.cli_main
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(
       prog="python -m sdeseg_jax.data.downsample",
@@ -142,11 +145,7 @@ def main(argv=None) -> int:
   p.add_argument("--height", type=int, default=512)
   p.add_argument("--workers", type=int, default=1)
   a = p.parse_args(argv)
-  try:
-    counts = run(a.root, a.layout, (a.width, a.height), a.workers)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  counts = run(a.root, a.layout, (a.width, a.height), a.workers)
   print(counts)
   return 0
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 from typing import Any, Callable, Mapping, Sequence
 
 import flax
@@ -43,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdeseg_jax import errors
 from sdeseg_jax.models.decoders import ALL_STAGES, UNetDecoder, decoder_kwargs
 from sdeseg_jax.models.pose import PoseDecoder
 from sdeseg_jax.models.resnet import ResNetEncoder, num_ch_enc
@@ -82,7 +84,13 @@ def load_state_dict(path: str) -> StateDict:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(f"reading {path} needs torch (CPU build suffices)") from e
-  sd = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+    raise ValueError(
+        f"{path}: not a readable torch state dict (torch.load: "
+        f"{type(e).__name__}); pass a .pth file of "
+        "torch.save(model.state_dict()) or a .safetensors file") from e
   for wrapper in ("state_dict", "model_state"):
     if isinstance(sd, Mapping) and isinstance(sd.get(wrapper), Mapping):
       sd = sd[wrapper]
@@ -376,6 +384,7 @@ def load_npz(path: str) -> Variables:
   return flax.traverse_util.unflatten_dict(flat, sep="/")
 
 
+@errors.cli_main
 def main(argv: Sequence[str] | None = None) -> str:
   """CLI entry point; returns the written path."""
   parser = argparse.ArgumentParser(

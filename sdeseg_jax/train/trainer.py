@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from sdeseg_jax import errors
 from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import optim
 from sdeseg_jax.train import step as step_lib
@@ -143,10 +144,12 @@ def _check_finite(step: int, metrics: dict[str, Any], ckpt) -> None:
   if float(m["finite"]) == 1.0:
     return
   ckpt.wait()
-  raise FloatingPointError(
+  last = ckpt.latest_step()
+  raise errors.NonFiniteLossError(
       f"non-finite loss or gradient at step {step} (loss={float(m['loss'])}, "
       f"grad_norm={float(m['grad_norm'])}); training stopped and that update "
-      f"was discarded. Last good checkpoint: step {ckpt.latest_step()} in "
+      f"was discarded. Last good checkpoint: "
+      f"{'none yet' if last is None else f'step {last}'} in "
       f"{ckpt.directory}. Lower the learning rate or check the data.")
 
 
@@ -199,8 +202,11 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
     The final state (also on preemption, after the forced save).
 
   Raises:
-    FloatingPointError: a non-finite loss or gradient; the update is not
-      applied and no checkpoint is written after it.
+    NonFiniteLossError: a non-finite loss or gradient (a
+      ``FloatingPointError``); the update is not applied and no checkpoint is
+      written after it.
+    CheckpointError: the workdir's checkpoint is of another model or beyond
+      ``num_steps``, or a checkpoint save failed (e.g. disk full).
   """
   tc = config.train
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
@@ -213,7 +219,15 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
   # A data Loader exposes its grain iterator as ``.iterator``.
   data_iter = getattr(train_iter, "iterator", train_iter)
   checkpointable = hasattr(data_iter, "get_state")
-  if ckpt.latest_step() is not None:
+  latest = ckpt.latest_step()
+  if latest is not None:
+    ckpt.check_model(config)
+    if latest > tc.num_steps:
+      raise errors.CheckpointError(
+          f"{ckpt.directory} holds checkpoint {latest}, beyond "
+          f"config.train.num_steps={tc.num_steps}: the run is already past "
+          f"its end. Set --config.train.num_steps={latest} or more to "
+          "continue it, or use a new --workdir.")
     if not checkpointable:
       logging.warning("train_iter has no get_state: data order restarts.")
     state = ckpt.restore(
@@ -251,6 +265,7 @@ def fit(config: mlc.ConfigDict, workdir: str, *, task: step_lib.Task,
       if pending is not None:
         _check_finite(*pending, ckpt)
       pending = (step, metrics)
+      ckpt.poll()  # a failed background save stops training here
       history.append(metrics)
       for hook in hooks:
         hook(step)

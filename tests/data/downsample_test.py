@@ -59,8 +59,9 @@ class DownsampleTest(absltest.TestCase):
   def test_missing_folders_is_a_clear_error(self):
     with self.assertRaisesRegex(FileNotFoundError, "images"):
       downsample.run(self.root, "gta5", (16, 8), log=self.logs.append)
-    self.assertEqual(downsample.main(["--root", self.root, "--layout",
-                                      "synthia"]), 2)
+    with self.assertRaises(SystemExit) as cm:  # one line, exit code 1
+      downsample.main(["--root", self.root, "--layout", "synthia"])
+    self.assertEqual(cm.exception.code, 1)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax import errors
 from sdeseg_jax.data import labels as L
 from sdeseg_jax.data.minicity import renderer as mr
 from sdeseg_jax.data.minicity import shaders
@@ -616,6 +617,7 @@ def write_contact_sheet(path: str, frames: list[Frame]):
 # ------------------------------------------------------------------- CLI ---
 
 
+@errors.cli_main
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv and argv[0] == "stats":
