@@ -626,11 +626,7 @@ def main(argv=None) -> int:
         description="Per-class pixel/frame frequencies of a MiniCity root.")
     p.add_argument("root")
     a = p.parse_args(argv[1:])
-    try:
-      print(format_stats(load_sidecar(a.root)["stats"]))
-    except FileNotFoundError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 1
+    print(format_stats(load_sidecar(a.root)["stats"]))
     return 0
   p = argparse.ArgumentParser(
       prog="python -m sdeseg_jax.data.minicity",
@@ -651,16 +647,13 @@ def main(argv=None) -> int:
                  help="parallel processes (output does not depend on it)")
   p.add_argument("--quiet", action="store_true")
   a = p.parse_args(argv)
-  try:
-    generate(a.out, a.layout, a.seed, width=a.width, height=a.height,
-             num_train_sequences=a.train_sequences,
-             num_val_sequences=a.val_sequences, frames_per_sequence=a.frames,
-             contact_sheet=a.contact_sheet, overwrite=a.overwrite,
-             workers=a.workers, log=None if a.quiet else print)
-  except (FileExistsError, ValueError) as e:
-    # A wrong argument or output folder: one line saying what to change.
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  # A wrong argument or output folder raises; errors.cli_main reports it
+  # as one line with exit code 1.
+  generate(a.out, a.layout, a.seed, width=a.width, height=a.height,
+           num_train_sequences=a.train_sequences,
+           num_val_sequences=a.val_sequences, frames_per_sequence=a.frames,
+           contact_sheet=a.contact_sheet, overwrite=a.overwrite,
+           workers=a.workers, log=None if a.quiet else print)
   return 0
 
 
