@@ -540,6 +540,7 @@ def write_summary(workdir: str, config, n_pool: int, counts, lists, extra
 def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   """Entry point of ``mode=select``; returns the summary dict."""
   check_config(config)
+  os.makedirs(workdir, exist_ok=True)
   sc = config.select
   schedule = [int(n) for n in sc.schedule]
   method, kind = sc.method, STUDENT[sc.method]
