@@ -185,6 +185,15 @@ def main(argv=None):
       rows.append(row)
     _report.table(cols, rows)
 
+  # (c) Timings.
+  t = timing(args.timing_n, 8192, args.timing_picks)
+  print(f"\n(c) N={t['n']} synthetic {t['dim']}-d features: distance "
+        f"matrix {t['distance_s']}s; {t['eq4_picks']} Eq. 4 picks "
+        f"{t['eq4_s']}s ({t['eq4_ms_per_pick']} ms/pick)")
+  rounds = {m: [[r.get("wall_s") for r in summaries[m, s]["rounds"]]
+                for s in seeds] for m in methods}
+  print("round wall times (s) per method and seed:", json.dumps(rounds))
+
   # (b) SSL mIoU.
   miou = {}
   if args.ssl_steps > 0:
@@ -216,14 +225,6 @@ def main(argv=None):
                   [[m] + [_report.pm(miou[str(b)][m], 6, 5)
                           for b in budgets] for m in methods])
 
-  # (c) Timings.
-  t = timing(args.timing_n, 8192, args.timing_picks)
-  print(f"\n(c) N={t['n']} synthetic {t['dim']}-d features: distance "
-        f"matrix {t['distance_s']}s; {t['eq4_picks']} Eq. 4 picks "
-        f"{t['eq4_s']}s ({t['eq4_ms_per_pick']} ms/pick)")
-  rounds = {m: [[r.get("wall_s") for r in summaries[m, s]["rounds"]]
-                for s in seeds] for m in methods}
-  print("round wall times (s) per method and seed:", json.dumps(rounds))
   print(f"total {time.time() - t_start:.0f}s")
   _report.emit_json({
       "benchmark": "selection_minicity", "pool": args.sequences,

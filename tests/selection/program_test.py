@@ -82,6 +82,9 @@ def test_select_end_to_end_resume_and_ssl(pool, monkeypatch):
 
     # The same run, killed (SIGTERM) during round 1's student, then rerun.
     b = os.path.join(tmp, "run_b")
+    os.makedirs(b)
+    for f in ("selection_cache.npz", "distances.npy"):
+      shutil.copy(os.path.join(a, f), b)  # valid: same pool and teacher
     fit = program.trainer.fit
 
     def killing_fit(config, workdir, *, train_iter, **kw):
@@ -124,6 +127,7 @@ def test_select_end_to_end_resume_and_ssl(pool, monkeypatch):
         "ssl_minicity", f"runlocal,row=baseline,path={root},select="
         f"{program.list_path(a, 6)},labels=4", lock=False)
     ssl_cfg.data.tfds_dir = tfds
+    ssl_cfg.train.batch_size = 4  # one image per fake device
     assert ssl_cfg.data.labeled.subset.mode == "fixed"
     s = ssl_cfg.data.labeled
     ids = pipeline.labeled_indices(s, 8)
