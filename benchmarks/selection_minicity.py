@@ -85,7 +85,8 @@ def main(argv=None):
   p.add_argument("--student-steps", type=int, default=60)
   p.add_argument("--ssl-steps", type=int, default=150)
   p.add_argument("--ssl-lr", type=float, default=0.02)
-  p.add_argument("--timing-n", type=int, default=2975)
+  p.add_argument("--timing-n", type=int, default=2975,
+                 help="pool size of the timing (0: skip it)")
   p.add_argument("--timing-picks", type=int, default=372)
   args = _report.parse(p, argv, absl=True, quiet=True)
   root = args.workdir or tempfile.mkdtemp(prefix="selection_minicity_")
@@ -186,10 +187,12 @@ def main(argv=None):
     _report.table(cols, rows)
 
   # (c) Timings.
-  t = timing(args.timing_n, 8192, args.timing_picks)
-  print(f"\n(c) N={t['n']} synthetic {t['dim']}-d features: distance "
-        f"matrix {t['distance_s']}s; {t['eq4_picks']} Eq. 4 picks "
-        f"{t['eq4_s']}s ({t['eq4_ms_per_pick']} ms/pick)")
+  t = (timing(args.timing_n, 8192, args.timing_picks) if args.timing_n > 0
+       else {})
+  if t:
+    print(f"\n(c) N={t['n']} synthetic {t['dim']}-d features: distance "
+          f"matrix {t['distance_s']}s; {t['eq4_picks']} Eq. 4 picks "
+          f"{t['eq4_s']}s ({t['eq4_ms_per_pick']} ms/pick)")
   rounds = {m: [[r.get("wall_s") for r in summaries[m, s]["rounds"]]
                 for s in seeds] for m in methods}
   print("round wall times (s) per method and seed:", json.dumps(rounds))
@@ -197,9 +200,10 @@ def main(argv=None):
   # (b) SSL mIoU.
   miou = {}
   if args.ssl_steps > 0:
-    for b in budgets:
-      for m in methods:
-        for s in seeds:
+    # Seeds outermost: a run stopped early still has whole seeds.
+    for s in seeds:
+      for b in budgets:
+        for m in methods:
           cfg = ssl_config.get_config(
               f"row=baseline,seed={s},labels={b},steps={args.ssl_steps},"
               f"select={os.path.join(root, f'select_{m}_s{s}')},"
