@@ -162,3 +162,17 @@ def test_class_pixel_ratio():
   cc = np.array([[10, 0, 1], [10, 0, 0], [0, 0, 3]])
   np.testing.assert_allclose(blocks.class_pixel_ratio(cc, [0, 2]),
                              [0.5, np.nan, 1.0])
+
+
+def test_student_schedule_is_poly_with_the_reference_floor():
+  # LambdaLR max(1e-6, (1 - it/iters)^0.9) of the selection student.
+  from sdeseg_jax.train import optim  # pylint: disable=g-import-not-at-top
+  from tests import _fixtures  # pylint: disable=g-import-not-at-top
+  cfg = _fixtures.load_config("select_cityscapes").optim
+  f = optim.lr_factor_fn(cfg)
+  k = cfg.decay_steps
+  assert (cfg.name, cfg.lr, k) == ("adam", 1e-4, 4000)
+  np.testing.assert_allclose(float(f(k // 2)), 0.5 ** 0.9, rtol=1e-6)
+  np.testing.assert_allclose(float(f(k)), 1e-6, rtol=1e-6)
+  # float32 (1 - (k-1)/k) loses digits: compare loosely.
+  np.testing.assert_allclose(float(f(k - 1)), (1 / k) ** 0.9, rtol=1e-3)
