@@ -252,7 +252,8 @@ def stream_config(name: str, layout: str, **overrides) -> mlc.ConfigDict:
                                     # () = all 19 (the reference's default)
   c.subset = mlc.ConfigDict()
   c.subset.mode = "all"             # all | random | fixed
-  c.subset.n = 0                    # random: number of labeled images
+  c.subset.n = 0                    # random: number of labeled images;
+                                    # fixed: first n of the list (0 = all)
   c.subset.seed = 42                # random: np.random.seed of the reference
   c.subset.file = ""                # fixed: JSON list of indices
   c.load_labeled = True             # deliver the labeled subset

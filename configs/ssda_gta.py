@@ -27,8 +27,9 @@ Arguments (``--config=configs/ssda_gta.py:row=dacs,n=200``):
   ``cdm_tdm_mgs`` (exp 260, transfer head, ImageNet init) and ``full``
   (exp 262, multi-task PAD from the SDE; the default).
 * ``n``: labeled target images (100 | 200 | 500 | 2975, Tables 15/16);
-  ``labels``: a JSON list of preselected indices (the ``sel`` rows) instead
-  of the reference's random subset (``np.random.seed(42)``).
+  ``labels``: preselected indices (the ``sel`` rows) instead of the
+  reference's random subset (``np.random.seed(42)``): a ``mode=select``
+  workdir (its ``nlabels{n}_subset.json``) or a JSON list (its first ``n``).
 * ``depth_scale``: ``paper`` (both domains' raw SDE disparities, G on
   ``log(1 + 1/D)``) or ``reference`` (code parity: 8-bit min-max normalised
   target, raw 16-bit source, compared as given). The pseudo-depth folders
@@ -63,6 +64,7 @@ path=/data/cityscapes --config.export.out_dir=/data/pseudo_depth/cityscapes
 """
 
 from configs import common
+from configs import ssl_cityscapes
 
 # The size every SSDA image is resized to (H, W), the training crop and the
 # Cityscapes full resolution (W, H). Pseudo depth must be exported at
@@ -233,8 +235,8 @@ def real_config(arg, *, source_layout: str, source_folder: str,
   mtl = r["mtl"]
   target_encoding, _ = pseudo_depth_format(a.depth_scale, "target")
   source_encoding, _ = pseudo_depth_format(a.depth_scale, "source")
-  subset = dict(mode="fixed", file=a.labels) if a.labels else dict(
-      mode="random", n=a.n, seed=42)
+  subset = dict(mode="fixed", n=a.n, file=ssl_cityscapes.selection_file(
+      a.labels, a.n)) if a.labels else dict(mode="random", n=a.n, seed=42)
   offsets = (-1, 0, 1) if mtl else (0,)
 
   def cs(name, **kw):

@@ -28,8 +28,10 @@ Rows (``row=``; see docs/reproduce.md for the table each one belongs to):
 
 Modifiers: ``labels`` (100 | 372 | 744 | 2975; random subset with
 ``np.random.seed(seed)``, §1.7), ``seed`` (7 | 25 | 42: training and subset
-seed), ``select=<json>`` (S: a fixed labeled subset written by the
-selection mode), ``teacher=eval`` (teacher in inference mode with averaged
+seed), ``select=<dir or json>`` (S: the labeled subset written by
+``mode=select``, ``configs/select_cityscapes.py``: its workdir, whose
+``nlabels{labels}_subset.json`` is read, or one such list, whose first
+``labels`` entries are used), ``teacher=eval`` (teacher in inference mode with averaged
 BatchNorm statistics; by default it runs in train mode and keeps its own
 running statistics, as the reference), ``q_per_image`` (paper Eq. 11),
 ``aug=standard``, ``paper_dlr`` (depth decoder at 1e-3 as the paper
@@ -54,9 +56,9 @@ _TABLE_ROWS = ("baseline", "pseudo", "classmix", "depthmix", "transfer",
 VARIANTS = tuple(
     f"row={r},labels={n},seed={s}"
     for r in _TABLE_ROWS for n in LABELS for s in SEEDS) + tuple(
-        f"row={r},labels=372,seed={s},select=selection/ds_us_372_s{s}.json"
+        f"row={r},labels={n},seed={s},select=/runs/select_ds_us_s{s}"
         for r in ("baseline", "depthmix", "mtl", "mtl_depthmix")
-        for s in SEEDS) + (
+        for n in (100, 372, 744) for s in SEEDS) + (
             "row=cutmix", "row=mtl_depthmix,teacher=eval",
             "row=mtl_depthmix,q_per_image", "row=mtl_depthmix,paper_dlr",
             "row=mtl_depthmix,sde_twice=0,ref_steps",
@@ -159,6 +161,16 @@ def parse(arg):
       sde_twice=True, full_eval=False, runlocal=False)
 
 
+def selection_file(select: str, labels: int) -> str:
+  """The list ``select=`` names: a ``.json`` file itself, or the
+  ``nlabels{labels}_subset.json`` of a ``mode=select`` workdir. Lists are
+  prefix-consistent, so a longer list's first ``labels`` entries also do
+  (the ``fixed`` subset takes its first ``subset.n``)."""
+  if select.endswith(".json"):
+    return select
+  return select.rstrip("/") + f"/nlabels{labels}_subset.json"
+
+
 def subset(a, n_total: int = 2975):
   """The labeled ``subset`` section of the args.
 
@@ -167,7 +179,8 @@ def subset(a, n_total: int = 2975):
   """
   s = common.mlc.ConfigDict()
   if a.select:
-    s.mode, s.n, s.seed, s.file = "fixed", 0, a.seed, a.select
+    s.mode, s.n, s.seed = "fixed", a.labels, a.seed
+    s.file = selection_file(a.select, a.labels)
   elif a.labels >= n_total:
     s.mode, s.n, s.seed, s.file = "all", 0, a.seed, ""
   else:

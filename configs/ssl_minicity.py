@@ -15,7 +15,9 @@ run, so rows that use pseudo depth (``depthmix``, ``transfer_depthmix``)
 fall back to the rendered ground-truth depth unless ``pseudo_depth=<dir>``
 is given; ``mtl_depthmix`` uses the student's online disparity as on
 Cityscapes. Rows with SDE transfer need ``sde=<an sde_minicity workdir>``
-with the same ``width``. ``runlocal``: 32x64 images, a handful of steps.
+with the same ``width``. ``select=<dir or json>``: the ``labels`` images chosen by
+``configs/select_minicity.py`` (its workdir or a list).
+``runlocal``: 32x64 images, a handful of steps.
 """
 
 from configs import common
@@ -49,8 +51,9 @@ def get_config(arg=None):
   seq = (-1, 0, 1) if mtl else (0,)
   sub = common.mlc.ConfigDict(dict(
       mode="fixed" if a.select else "random",
-      n=0 if a.select else min(a.labels, n_train // 2),
-      seed=a.seed, file=a.select))
+      n=min(a.labels, n_train // 2) if not a.select else a.labels,
+      seed=a.seed, file=(ssl_cityscapes.selection_file(a.select, a.labels)
+                         if a.select else "")))
   if depth_source == "pseudo" and not a.pseudo_depth:
     depth_source = "gt"
   stream = dict(path=a.path, frame_offsets=seq, image_size=(h, w),

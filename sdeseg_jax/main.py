@@ -40,6 +40,7 @@ MODES = {
     "ssl": "sdeseg_jax.train.ssl:run",
     "export_depth": "sdeseg_jax.train.export:run",
     "ssda": "sdeseg_jax.train.ssda:run",
+    "select": "sdeseg_jax.selection.program:run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -21,7 +21,8 @@
     - ``step`` (torch StepLR): ``gamma ** (k // step_size)``.
     - ``multistep`` (torch MultiStepLR): ``gamma ** n``, n = the number of
       milestones m with ``k >= m``.
-    - ``poly``: ``(1 - min(k, decay_steps) / decay_steps) ** poly_power``.
+    - ``poly``: ``(1 - min(k, decay_steps) / decay_steps) ** poly_power``,
+      at least ``poly_floor`` when the config has that key.
 * ``clip_norm``: global L2 norm clipping of the trainable gradients
   (``<= 0`` disables it).
 """
@@ -128,7 +129,9 @@ def lr_factor_fn(cfg: mlc.ConfigDict) -> Callable[[Any], Any]:
           f"config.optim.decay_steps={cfg.decay_steps} must be > 0 for poly")
     def poly(count):
       frac = jnp.minimum(jnp.asarray(count, jnp.float32), cfg.decay_steps)
-      return (1.0 - frac / cfg.decay_steps) ** cfg.poly_power
+      # poly_floor: the reference's LambdaLR max(floor, (1 - k/K)^p).
+      return jnp.maximum((1.0 - frac / cfg.decay_steps) ** cfg.poly_power,
+                         cfg.get("poly_floor", 0.0))
     return poly
   raise ValueError(
       f"config.optim.schedule={name!r}; choose constant, step, multistep or "
