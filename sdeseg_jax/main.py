@@ -28,6 +28,8 @@ MODES = {
     "ssl": "sdeseg_jax.train.ssl:run",
     "export_depth": "sdeseg_jax.train.export:run",
     "ssda": "sdeseg_jax.train.ssda:run",
+    "predict": "sdeseg_jax.predict.predict:run",
+    "evaluate": "sdeseg_jax.predict.evaluate:run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(
