@@ -112,21 +112,43 @@ def _md_records(path: str, protocol: str, step: int) -> list[Record]:
   return res
 
 
+def _scalar_records(path: str) -> list[Record]:
+  """``mode=evaluate``'s ``evaluate/step_<N>.json``: scalars named
+  ``<protocol>/<model>/iou/<class>`` (full precision)."""
+  with open(path) as f:
+    rec = json.load(f)
+  per: dict[tuple[str, str], dict[str, float]] = {}
+  for k, v in rec.get("scalars", {}).items():
+    parts = k.split("/")
+    if len(parts) == 4 and parts[2] == "iou":
+      per.setdefault((parts[0], parts[1]), {})[parts[3]] = v
+  return [Record(int(rec["step"]), proto, model,
+                 _iou(list(ious.values()), path), tuple(ious), path)
+          for (proto, model), ious in per.items()]
+
+
 def read_records(workdir: str) -> list[Record]:
   """Every evaluation record of ``workdir``, sorted by (protocol, model,
-  step). Tables of the best-so-far or final model (``iou_best_*``,
-  ``iou_final``) repeat a step's record and are not read."""
+  step); one per (protocol, model, step), JSON preferred over the rounded
+  markdown tables. Tables of the best-so-far or final model
+  (``iou_best_*``, ``iou_final``) repeat a step's record and are not
+  read."""
   out = []
   ev = os.path.join(workdir, "eval")
   for path in glob.glob(os.path.join(ev, "step_*.json")):
     out += _json_records(path, "paper")
   for path in glob.glob(os.path.join(ev, "*", "step_*.json")):
     out += _json_records(path, os.path.basename(os.path.dirname(path)))
+  for path in glob.glob(os.path.join(workdir, "evaluate", "step_*.json")):
+    out += _scalar_records(path)
   for path in glob.glob(os.path.join(workdir, "iou_tables", "*.md")):
     m = _STEP_MD.match(os.path.basename(path))
     if m:
       out += _md_records(path, m.group(1) or "paper", int(m.group(2)))
-  return sorted(out, key=lambda r: (r.protocol, r.model, r.step))
+  unique = {}
+  for r in out:  # the first source of each record wins
+    unique.setdefault((r.protocol, r.model, r.step), r)
+  return sorted(unique.values(), key=lambda r: (r.protocol, r.model, r.step))
 
 
 def best_step(workdir: str, model: str = "student",
