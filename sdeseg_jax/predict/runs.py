@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import orbax.checkpoint as ocp
 
 from sdeseg_jax.models import joint
 from sdeseg_jax.predict import records
@@ -98,20 +97,10 @@ def load_config(workdir: str, step: int) -> mlc.ConfigDict:
 
 
 def load_state_tree(workdir: str, step: int) -> dict[str, Any]:
-  """The whole saved train state of ``step`` as numpy (one host copy).
-
-  Unlike ``checkpoint.load_variables`` (student only) this keeps the EMA
-  teacher; each array is restored onto the first local device, whatever the
-  saving topology was.
-  """
-  path = os.path.join(ckpt_lib.checkpoint_dir(workdir), str(step), "state")
-  ckptr = ocp.PyTreeCheckpointer()
-  meta = ckptr.metadata(path)
-  tree = getattr(meta, "item_metadata", meta).tree
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=dev), tree)
-  state = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
-  return jax.device_get(state)
+  """The whole saved train state of ``step`` as numpy (EMA teacher
+  included, unlike ``checkpoint.load_variables``)."""
+  return ckpt_lib.load_state_tree(
+      os.path.join(ckpt_lib.checkpoint_dir(workdir), str(step), "state"))
 
 
 def pick_variables(state: dict[str, Any], model: str, workdir: str
