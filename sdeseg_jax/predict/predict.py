@@ -425,8 +425,11 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   found = inputs_lib.list_inputs(pc.input)
   model_config = None
   if pc.model_config:
-    from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-    model_config = config_flags.load_config_file(pc.model_config).model
+    # pylint: disable-next=g-import-not-at-top
+    from ml_collections.config_flags import config_flags
+    # "file.py[:arg]", parsed as --config parses it.
+    model_config = config_flags.ConfigFileFlagParser(name="config").parse(
+        pc.model_config).model
   loaded = runs.load(pc.run, pc.step, pc.model, model_config)
   logging.info("predict: %s step %d (%s), %d images + %d videos",
                loaded.workdir, loaded.step, loaded.model_name,

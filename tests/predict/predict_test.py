@@ -203,6 +203,9 @@ def test_other_architecture_fails_at_once(tiny_run, tmp_path):
   with pytest.raises(ValueError, match="another architecture.*of another "
                      "shape"):
     runs.load(copy)
+  # The right model section given instead of the saved one loads.
+  fixed = runs.load(copy, model_config=tiny_run.config.model)
+  assert fixed.config.model.width == tiny_run.config.model.width
   with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
     runs.load(str(tmp_path))
 
