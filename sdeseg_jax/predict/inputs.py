@@ -74,10 +74,16 @@ def _kind(path: str) -> str | None:
 
 
 def _from_files(files: Iterable[str], root: str) -> Inputs:
+  """Items named by their path relative to ``root`` without extension; two
+  files differing only in the extension keep it (``a_png``, ``a_jpg``)."""
   images, videos = [], []
-  for f in sorted(set(files)):
+  files = [f for f in sorted(set(files)) if _kind(f)]
+  stems = collections.Counter(os.path.splitext(f)[0] for f in files)
+  for f in files:
     kind = _kind(f)
-    rel = os.path.splitext(os.path.relpath(f, root))[0].replace(os.sep, "/")
+    rel = os.path.relpath(f, root).replace(os.sep, "/")
+    stem, ext = os.path.splitext(rel)
+    rel = stem if stems[os.path.splitext(f)[0]] == 1 else stem + "_" + ext[1:]
     if kind == "image":
       images.append(Item(rel, f))
     elif kind == "video":

@@ -87,6 +87,27 @@ def test_lists_images_and_videos(input_dir):
   assert [n for _, n in found.videos] == ["clip"]
 
 
+def test_globs_lists_and_name_collisions(tmp_path):
+  im = Image.fromarray(np.zeros((4, 6, 3), np.uint8))
+  for name in ("a.png", "a.jpg", "b.png", "sub/c.png"):
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    im.save(tmp_path / name)
+  found = inputs.list_inputs(str(tmp_path))
+  assert [i.name for i in found.images] == ["a_jpg", "a_png", "b",
+                                            "sub/c"]
+  found = inputs.list_inputs(str(tmp_path / "**" / "*.png"))
+  assert [i.name for i in found.images] == ["a", "b", "sub/c"]
+  (tmp_path / "list.txt").write_text("# two of them\nb.png\nsub/c.png\n")
+  found = inputs.list_inputs(str(tmp_path / "list.txt"))
+  assert [i.name for i in found.images] == ["b", "sub/c"]
+  (tmp_path / "bad.txt").write_text("nope.png\n")
+  with pytest.raises(FileNotFoundError, match="1 missing files"):
+    inputs.list_inputs(str(tmp_path / "bad.txt"))
+  with pytest.raises(FileNotFoundError, match="matches no image"):
+    inputs.list_inputs(str(tmp_path / "*.gif"))
+  assert inputs.read_image(str(tmp_path / "b.png")).shape == (4, 6, 3)
+
+
 def test_corrupt_file_reported_by_name_and_skipped(predicted):
   out, summary, _ = predicted
   assert [f["name"] for f in summary["failed"]] == ["broken"]
