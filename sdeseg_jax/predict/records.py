@@ -5,8 +5,9 @@ this module reads them back as ``Record``s, whatever evaluator wrote them:
 
 * ``<workdir>/eval/step_<N>.json`` (SSDA: ``iou``, ``iou_teacher`` lists,
   protocol ``paper``) and ``<workdir>/eval/<evaluator>/step_<N>.json``
-  (protocol = the evaluator's folder name; per-model ``{"iou": [...]}``
-  entries, or ``iou`` / ``iou_<model>`` lists);
+  (protocol = the record's ``protocol``, else the evaluator's folder name;
+  per-model ``{"models": {"student": {"iou": [...]}, ...}}`` entries, or
+  ``iou`` / ``iou_<model>`` lists);
 * ``<workdir>/iou_tables/<protocol>_iou_step<N>.md`` (SSL: one row per
   model, IoU x 100 with one decimal, ``-`` = NaN).
 
@@ -76,6 +77,7 @@ def _json_records(path: str, protocol: str) -> list[Record]:
     rec = json.load(f)
   step = int(rec["step"]) if "step" in rec else int(
       _STEP_JSON.match(os.path.basename(path)).group(1))
+  protocol = rec.get("protocol") or protocol
   names = rec.get("class_names")
   out = {}
   models = rec.get("models", rec)

@@ -112,6 +112,23 @@ def test_markdown_tables_of_ssl_runs(tmp_path):
   assert s["miou_std"] == pytest.approx(np.std([30, 40, 50]))
 
 
+def test_per_evaluator_records(tmp_path):
+  """``eval/<evaluator>/step_<N>.json`` with per-model entries and the
+  protocol inside the record."""
+  root = str(tmp_path)
+  for k, v in enumerate((0.5, 0.7)):
+    d = os.path.join(root, f"s{k}", "eval", "segmentation")
+    os.makedirs(d)
+    json.dump({"step": 3, "protocol": "paper",
+               "models": {"student": {"iou": _ious(v), "miou": 0.0},
+                          "teacher": {"iou": _ious(v - 0.1)}}},
+              open(os.path.join(d, "step_3.json"), "w"))
+  summary = aggregate.aggregate([f"r={root}/s*"], os.path.join(root, "t"))
+  got = {(s["model"], s["checkpoint"]): s["miou_mean"] for s in summary}
+  assert got[("student", "final")] == pytest.approx(60.0)
+  assert got[("teacher", "best")] == pytest.approx(50.0)
+
+
 def test_mixed_protocols_and_class_sets_are_refused(seeds, tmp_path):
   full = os.path.join(seeds, "dm_full", "eval", "full")
   os.makedirs(full)
