@@ -41,6 +41,8 @@ MODES = {
     "export_depth": "sdeseg_jax.train.export:run",
     "ssda": "sdeseg_jax.train.ssda:run",
     "select": "sdeseg_jax.selection.program:run",
+    "predict": "sdeseg_jax.predict.predict:run",
+    "evaluate": "sdeseg_jax.predict.evaluate:run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -179,16 +179,23 @@ def load_variables(workdir: str, step: int | None = None
   if step not in steps:
     raise FileNotFoundError(f"checkpoint {step} not in {directory} (has "
                             f"{steps})")
-  path = os.path.join(directory, str(step), "state")
+  state = load_state_tree(os.path.join(directory, str(step), "state"))
+  return {"params": state["params"],
+          "batch_stats": state.get("batch_stats") or {},
+          "step": int(step)}
+
+
+def load_state_tree(path: str) -> dict[str, Any]:
+  """The whole saved state at ``path`` (``<step>/state``) as numpy: every
+  array restored onto the first local device, whatever the saving topology
+  was, then fetched (optimiser and EMA teacher included)."""
   ckptr = ocp.PyTreeCheckpointer()
   meta = ckptr.metadata(path)
   tree = getattr(meta, "item_metadata", meta).tree
   dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=dev), tree)
-  state = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
-  return {"params": jax.device_get(state["params"]),
-          "batch_stats": jax.device_get(state.get("batch_stats") or {}),
-          "step": int(step)}
+  return jax.device_get(
+      ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args)))
 
 
 class Checkpointer:
