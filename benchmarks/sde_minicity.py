@@ -9,7 +9,9 @@ trains with the shared engine (same step, checkpoints and resume as
 ``--eval_every`` steps and prints the learning curve (training loss from the
 TensorBoard events, val abs_rel / delta<1.25, the pose net's snippet ATE,
 translation-direction and rotation errors in degrees against the MiniCity
-poses, wall time). Target on a 2-core CPU: abs_rel <= 0.15 within 20
+poses, wall time), then the error budget of the final evaluation (abs_rel,
+delta<1.25 and share of the error by class, distance and row band,
+``eval.depth.DepthBreakdown``). Target on a 2-core CPU: abs_rel <= 0.15 within 20
 minutes. The last line is one JSON object.
 ``--config_arg`` takes the keys of ``configs/sde_minicity.py`` (e.g.
 ``frames=10,all_frames=True,gap=1,lr=3e-4,pose_lr=0,seed=0``).
@@ -74,6 +76,7 @@ def main():
   from configs import sde_minicity  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.data import resolve  # pylint: disable=g-import-not-at-top
+  from sdeseg_jax.eval import depth as depth_eval  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import toolkit  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
@@ -100,9 +103,14 @@ def main():
   (evaluator,) = sde.make_evaluators(task, config, mesh, val_stream,
                                      data_dir, workdir="")
 
+  budget = {}  # the error budget of the latest evaluation
+
   def eval_fn(state):
-    return evaluator.metrics({"params": state.params,
-                              "batch_stats": state.batch_stats})
+    acc = evaluator.accumulate({"params": state.params,
+                                "batch_stats": state.batch_stats})
+    budget.clear()
+    budget.update(acc.breakdown.result())
+    return acc.result()
   t_data = time.time() - t0
   curve = []
   t_train = time.time()
@@ -136,6 +144,10 @@ def main():
   wall = time.time() - t_train
   losses = train_losses(workdir)
   print("training loss:", " ".join(f"{s}:{l:.4f}" for s, l in losses))
+  if budget:
+    print(depth_eval.format_breakdown(
+        budget, f"error budget at step {curve[-1]['step']} (median-scaled, "
+        "pooled over val pixels)"), flush=True)
   # Steady-state speed from the evaluation timestamps (excludes compile).
   rate = None
   if len(curve) >= 2 and curve[-1]["step"] > curve[0]["step"]:
@@ -155,6 +167,7 @@ def main():
       **{f"final_{k}": curve[-1].get(k) if curve else None
          for k in POSE_KEYS},
       "curve": curve,
+      "breakdown": budget,
       "train_loss": [[s, round(l, 5)] for s, l in losses],
   }
   _report.emit_json(result)

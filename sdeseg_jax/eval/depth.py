@@ -17,6 +17,17 @@ Ground truth is the batch's ``depth`` (metres, 0 = invalid): MiniCity's
 rendered depth, or Cityscapes depth from disparity (the data pipeline
 converts ``(png - 1) / 256`` disparity with the camera's baseline and fx).
 
+Error budget (``DepthBreakdown``, from the same median-scaled, clipped
+valid pixels): abs_rel and delta<1.25 pooled over the pixels of each group
+-- semantic class (train ids of the batch's ``label``; images without
+labels add no class rows), ground-truth distance band (``DISTANCE_BANDS``
+metres) and image row band (``NUM_ROW_BANDS`` equal bands, top to bottom)
+-- and each group's share of the total abs_rel error (the sum of
+``|p - gt| / gt`` over its pixels / that sum over all pixels of the
+grouping) and of the pixels. Pooling over pixels (not averaging per image
+first) is what makes the shares add up; so the ``all`` row's abs_rel can
+differ from the per-image mean ``abs_rel``.
+
 Pose (when the batch has ground-truth ``gt_cam_T_cam`` ``[B, T, 4, 4]``,
 i.e. a MiniCity stream with ``with_pose``, and the prediction has
 ``cam_T_cam``), per 2-frame snippet (centre frame and one neighbour), then
@@ -39,10 +50,17 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax.data import labels as labels_lib
+
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 POSE_METRICS = ("pose_ate", "pose_trans_angle_deg", "pose_rot_deg")
 MIN_DEPTH = 1e-3
 MAX_DEPTH = 80.0
+# Edges (metres) of the error budget's distance bands; the last band ends
+# at the evaluation cap (``MAX_DEPTH``).
+DISTANCE_BANDS = (0.0, 10.0, 20.0, 40.0, 80.0)
+NUM_ROW_BANDS = 4
+GROUPINGS = ("class", "distance", "row")
 
 
 def depth_errors(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -98,6 +116,32 @@ def image_metrics(gt_depth: np.ndarray, pred_depth: np.ndarray, *,
   Returns:
     The metric dict (plus ``"scale"``), or None if no pixel is valid.
   """
+  px = valid_pixels(gt_depth, pred_depth, median_scaling=median_scaling,
+                    min_depth=min_depth, max_depth=max_depth)
+  if px is None:
+    return None
+  _, gt, pred, scale = px
+  out = depth_errors(gt, pred)
+  out["scale"] = scale
+  return out
+
+
+def valid_pixels(gt_depth: np.ndarray, pred_depth: np.ndarray, *,
+                 median_scaling: bool, min_depth: float = MIN_DEPTH,
+                 max_depth: float = MAX_DEPTH):
+  """The evaluated pixels of one image, scaled and clipped as
+  ``image_metrics`` scores them.
+
+  Args:
+    gt_depth: [H, W] metres, 0 (or out of range) = invalid.
+    pred_depth: [H, W] predicted depth at the same size.
+    median_scaling: rescale the prediction by median(gt)/median(pred).
+    min_depth, max_depth: valid range and clipping bounds.
+
+  Returns:
+    ``(mask [H, W] bool, gt [N], pred [N], scale)`` or None if no pixel is
+    valid.
+  """
   gt_depth = np.asarray(gt_depth, np.float64)
   pred_depth = np.asarray(pred_depth, np.float64)
   if gt_depth.shape != pred_depth.shape:
@@ -109,42 +153,167 @@ def image_metrics(gt_depth: np.ndarray, pred_depth: np.ndarray, *,
   gt, pred = gt_depth[mask], pred_depth[mask]
   scale = float(np.median(gt) / np.median(pred)) if median_scaling else 1.0
   pred = np.clip(pred * scale, min_depth, max_depth)
-  out = depth_errors(gt, pred)
-  out["scale"] = scale
-  return out
+  return mask, gt, pred, scale
+
+
+class DepthBreakdown:
+  """The error budget (module docstring), accumulated image by image.
+
+  Keeps per-group sums only (abs_rel sum, delta<1.25 count, pixel count),
+  so memory does not grow with the stream.
+
+  Args:
+    class_names: names of the train ids 0..C-1; every other label value
+      (the ignore index) is the ``void`` group.
+    distance_bands: increasing band edges in metres; ground truth beyond
+      the last edge falls in the last band.
+    num_row_bands: equal bands of image rows, top to bottom.
+  """
+
+  def __init__(self, *, class_names=labels_lib.CLASS_NAMES,
+               distance_bands=DISTANCE_BANDS,
+               num_row_bands: int = NUM_ROW_BANDS):
+    self.class_names = tuple(class_names) + ("void",)
+    self.distance_bands = tuple(float(x) for x in distance_bands)
+    if len(self.distance_bands) < 2 or np.any(
+        np.diff(self.distance_bands) <= 0):
+      raise ValueError(f"distance bands {self.distance_bands}: need at "
+                       "least 2 increasing edges (metres)")
+    if num_row_bands < 1:
+      raise ValueError(f"num_row_bands={num_row_bands}; need >= 1")
+    self.num_row_bands = num_row_bands
+    edges = self.distance_bands
+    self.names = {
+        "class": self.class_names,
+        "distance": tuple(f"{edges[i]:g}-{edges[i + 1]:g} m"
+                          for i in range(len(edges) - 1)),
+        "row": tuple(f"rows {i + 1}/{num_row_bands}"
+                     for i in range(num_row_bands)),
+    }
+    # [group, (abs_rel sum, delta<1.25 count, pixels)]
+    self._sums = {k: np.zeros((len(v), 3)) for k, v in self.names.items()}
+
+  def add(self, mask: np.ndarray, gt: np.ndarray, pred: np.ndarray,
+          label: np.ndarray | None = None) -> None:
+    """Adds one image's evaluated pixels (``valid_pixels``' output).
+
+    Args:
+      mask: [H, W] bool, the valid pixels.
+      gt, pred: [N] their ground truth and scaled, clipped prediction
+        (N = mask.sum(), in row-major order).
+      label: [H, W] train ids (ignore index = ``void``) or None (the image
+        adds nothing to the class rows).
+    """
+    err = np.abs(gt - pred) / gt
+    good = (np.maximum(gt / pred, pred / gt) < 1.25).astype(np.float64)
+    rows = np.nonzero(mask)[0]
+    groups = {
+        "distance": np.clip(np.searchsorted(self.distance_bands[1:-1], gt,
+                                            side="right"), 0,
+                            len(self.names["distance"]) - 1),
+        "row": rows * self.num_row_bands // mask.shape[0],
+    }
+    if label is not None:
+      label = np.asarray(label)
+      if label.shape != mask.shape:
+        raise ValueError(f"label {label.shape} and depth {mask.shape} "
+                         "differ in shape")
+      ids = label[mask].astype(np.int64)
+      void = len(self.class_names) - 1
+      groups["class"] = np.where((ids >= 0) & (ids < void), ids, void)
+    for k, g in groups.items():
+      n = len(self.names[k])
+      self._sums[k] += np.stack([np.bincount(g, err, n),
+                                 np.bincount(g, good, n),
+                                 np.bincount(g, minlength=n)], -1)
+
+  def result(self) -> dict[str, list[dict[str, Any]]]:
+    """``{grouping: [row, ...]}`` for each grouping with pixels.
+
+    Each row: ``group`` (name), ``abs_rel`` and ``a1`` pooled over the
+    group's pixels, ``error_share`` and ``pixel_share`` (fractions of the
+    grouping's totals), ``pixels``; groups without pixels are left out,
+    the last row is ``all``.
+    """
+    out = {}
+    for k in GROUPINGS:
+      sums = self._sums[k]
+      total = sums.sum(0)
+      if total[2] == 0:
+        continue
+      rows = []
+      for name, (e, g, n) in zip(self.names[k] + ("all",),
+                                 (*sums, total)):
+        if n == 0:
+          continue
+        rows.append({"group": name, "abs_rel": e / n, "a1": g / n,
+                     "error_share": e / total[0] if total[0] > 0 else 0.0,
+                     "pixel_share": n / total[2], "pixels": int(n)})
+      out[k] = rows
+    return out
+
+
+def format_breakdown(breakdown: dict[str, list[dict[str, Any]]],
+                     title: str = "") -> str:
+  """``DepthBreakdown.result()`` as one Markdown table per grouping."""
+  lines = [f"### {title}", ""] if title else []
+  for k, rows in breakdown.items():
+    lines += [f"| {k} | abs_rel | d<1.25 | error share | pixel share |",
+              "|---|---:|---:|---:|---:|"]
+    for r in rows:
+      lines.append(f"| {r['group']} | {r['abs_rel']:.4f} | {r['a1']:.4f} | "
+                   f"{100 * r['error_share']:.1f} % | "
+                   f"{100 * r['pixel_share']:.1f} % |")
+    lines.append("")
+  return "\n".join(lines)
 
 
 class DepthAccumulator:
-  """Averages per-image metrics, with and without median scaling."""
+  """Averages per-image metrics, with and without median scaling, and
+  accumulates the median-scaled error budget (``self.breakdown``)."""
 
   def __init__(self, *, min_depth: float = MIN_DEPTH,
                max_depth: float = MAX_DEPTH, pred_min_depth: float = 0.1,
-               pred_max_depth: float = 100.0):
+               pred_max_depth: float = 100.0, **breakdown_kwargs):
     self.min_depth, self.max_depth = min_depth, max_depth
     self.pred_min_depth, self.pred_max_depth = pred_min_depth, pred_max_depth
     self._rows = {"": [], "_noscale": []}
     self._pose = {k: [] for k in POSE_METRICS}
+    self.breakdown = DepthBreakdown(**breakdown_kwargs)
 
-  def add_disparities(self, gt_depth: np.ndarray, disp: np.ndarray) -> None:
+  def add_disparities(self, gt_depth: np.ndarray, disp: np.ndarray,
+                      labels: np.ndarray | None = None,
+                      is_labeled: np.ndarray | None = None) -> None:
     """Adds a batch.
 
     Args:
       gt_depth: [B, H, W] metres (0 = invalid); an all-invalid image (e.g.
         the pipeline's padding) is skipped.
       disp: [B, h, w] or [B, h, w, 1] sigmoid disparity (any resolution).
+      labels: [B, H, W] train ids for the class rows of the breakdown, or
+        None (no class rows).
+      is_labeled: [B] bool; images marked False add no class rows.
     """
     gt_depth = np.asarray(gt_depth)
     disp = np.asarray(disp)
     if disp.ndim == 4:
       disp = disp[..., 0]
-    for g, d in zip(gt_depth, disp):
+    for i, (g, d) in enumerate(zip(gt_depth, disp)):
       pred = disp_to_depth(resize_disp(d, g.shape), self.pred_min_depth,
                            self.pred_max_depth)
-      for suffix, med in (("", True), ("_noscale", False)):
-        m = image_metrics(g, pred, median_scaling=med,
-                          min_depth=self.min_depth, max_depth=self.max_depth)
-        if m is not None:
-          self._rows[suffix].append(m)
+      px = valid_pixels(g, pred, median_scaling=True,
+                        min_depth=self.min_depth, max_depth=self.max_depth)
+      if px is None:
+        continue
+      mask, gt, scaled, scale = px
+      self._rows[""].append(dict(depth_errors(gt, scaled), scale=scale))
+      lbl = None
+      if labels is not None and (is_labeled is None or is_labeled[i]):
+        lbl = labels[i]
+      self.breakdown.add(mask, gt, scaled, lbl)
+      self._rows["_noscale"].append(image_metrics(
+          g, pred, median_scaling=False, min_depth=self.min_depth,
+          max_depth=self.max_depth))
 
   def add_poses(self, gt_T: np.ndarray, pred_T: np.ndarray) -> None:
     """Adds [N, 4, 4] ground-truth and predicted centre->source transforms."""
@@ -258,6 +427,13 @@ def pose_errors(gt_T: np.ndarray, pred_T: np.ndarray) -> dict[str, float]:
 
 def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
              batches: Iterable[dict[str, Any]], **kwargs) -> dict[str, float]:
+  """``accumulate(...).result()``: the flat depth (and pose) metrics."""
+  return accumulate(predict_fn, batches, **kwargs).result()
+
+
+def accumulate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
+               batches: Iterable[dict[str, Any]], **kwargs
+               ) -> DepthAccumulator:
   """Runs ``predict_fn`` over ``batches`` and accumulates depth (and pose).
 
   Args:
@@ -266,12 +442,15 @@ def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
       ``gt_cam_T_cam`` are in the sorted order of the offsets: ``offsets``
       if given, else ``cam_T_cam``'s keys plus 0.
     batches: iterable of batch dicts with ``depth`` [B, H, W] and, for the
-      pose errors, ``gt_cam_T_cam`` [B, T, 4, 4] (``with_pose`` streams).
+      pose errors, ``gt_cam_T_cam`` [B, T, 4, 4] (``with_pose`` streams);
+      ``label`` [B, H, W] (and ``is_labeled`` [B]) add the class rows of
+      the error budget.
     **kwargs: passed to ``DepthAccumulator``.
 
   Returns:
-    ``DepthAccumulator.result()``; the pose keys only when both the batch
-    has ``gt_cam_T_cam`` and the prediction ``cam_T_cam``.
+    The ``DepthAccumulator``: ``result()`` has the pose keys only when both
+    the batch has ``gt_cam_T_cam`` and the prediction ``cam_T_cam``;
+    ``breakdown.result()`` is the error budget.
   """
   acc = DepthAccumulator(**kwargs)
   for batch in batches:
@@ -284,9 +463,14 @@ def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
     valid = np.asarray(batch["index"]) >= 0 if "index" in batch else None
     gt = np.asarray(batch["depth"])
     disp = np.asarray(out["disp"])
+    lbl = np.asarray(batch["label"]) if "label" in batch else None
+    labeled = (np.asarray(batch["is_labeled"]) if "is_labeled" in batch
+               else None)
     if valid is not None:
       gt, disp = gt[valid], disp[valid]
-    acc.add_disparities(gt, disp)
+      lbl = None if lbl is None else lbl[valid]
+      labeled = None if labeled is None else labeled[valid]
+    acc.add_disparities(gt, disp, lbl, labeled)
     if "gt_cam_T_cam" in batch and "cam_T_cam" in out:
       gt_T = np.asarray(batch["gt_cam_T_cam"])
       offsets = sorted(out["offsets"] if "offsets" in out else
@@ -302,7 +486,7 @@ def evaluate(predict_fn: Callable[[dict[str, Any]], dict[str, Any]],
         if valid is not None:
           g, p = g[valid], p[valid]
         acc.add_poses(g, p)
-  return acc.result()
+  return acc
 
 
 # Anchor colours of matplotlib's "magma" map at 0, 0.25, 0.5, 0.75, 1.

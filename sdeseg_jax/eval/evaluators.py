@@ -23,7 +23,9 @@ Kinds (``build(kind, ...)``; ``KINDS``):
   logits are upsampled with align_corners=True to the label size).
 * ``depth``: monodepth2 depth metrics (median-scaled) of ``disp`` against
   the stream's ``depth``, and pose errors with ``gt_cam_T_cam``
-  (``eval.depth.evaluate``).
+  (``eval.depth.evaluate``); the record and table add each model's error
+  budget by class (with the stream's ``label``), distance and row band
+  (``eval.depth.DepthBreakdown``).
 
 Multi-host: batches come from the loader as per-process host arrays; the
 evaluator puts them on the mesh itself, jits with replicated outputs, and
@@ -340,6 +342,11 @@ class DepthEvaluator:
 
   def metrics(self, variables) -> dict[str, float]:
     """``eval.depth.evaluate`` of one model over the stream."""
+    return self.accumulate(variables).result()
+
+  def accumulate(self, variables) -> depth_eval.DepthAccumulator:
+    """``eval.depth.accumulate`` of one model over the stream: metrics
+    (``.result()``) and error budget (``.breakdown.result()``)."""
     def predict_fn(host_batch):
       out = jax.device_get(self._predict(variables,
                                          self._on_mesh(host_batch)))
@@ -349,22 +356,29 @@ class DepthEvaluator:
     def batches():
       for b in self.batches_fn():
         yield {"_host": b, **gather(
-            {k: b[k] for k in ("depth", "index", "gt_cam_T_cam")
-             if k in b})}
+            {k: b[k] for k in ("depth", "index", "gt_cam_T_cam", "label",
+                               "is_labeled") if k in b})}
 
-    return depth_eval.evaluate(
+    return depth_eval.accumulate(
         lambda b: predict_fn(b["_host"]), batches(),
         pred_min_depth=self.min_depth, pred_max_depth=self.max_depth)
 
   def evaluate(self, models: Mapping[str, Any], step: int
                ) -> dict[str, float]:
-    """Depth metrics per model; writes the record; ``"<model>/<metric>"``."""
-    per_model = {name: self.metrics(v) for name, v in models.items()}
-    record = {"models": per_model}
+    """Depth metrics per model; writes the record (with each model's error
+    budget under ``breakdown``) and table; ``"<model>/<metric>"``."""
+    accs = {name: self.accumulate(v) for name, v in models.items()}
+    per_model = {name: a.result() for name, a in accs.items()}
+    budgets = {name: a.breakdown.result() for name, a in accs.items()}
+    record = {"models": per_model, "breakdown": budgets}
     if len(per_model) == 1:
       record.update(next(iter(per_model.values())))
-    write_record(self.workdir, self.name, step, record,
-                 _metrics_table(per_model))
+    table = _metrics_table(per_model) + "".join(
+        "\n" + depth_eval.format_breakdown(
+            b, f"{name} (step {step}): error budget, median-scaled, "
+            "pooled over pixels")
+        for name, b in budgets.items())
+    write_record(self.workdir, self.name, step, record, table)
     return {f"{m}/{k}": float(v) for m, r in per_model.items()
             for k, v in r.items()}
 
