@@ -258,8 +258,17 @@ def compile_timed(jitted, *args) -> tuple[Any, float]:
 
 
 def memory_mib(compiled) -> dict[str, float]:
-  """``mem_{argument,output,temp,generated_code}_mib`` of a compiled step."""
+  """``mem_{argument,output,temp,generated_code}_mib`` of a compiled step,
+  their sum ``mem_argument_plus_temp_mib``, the step's ``flops`` (XLA's cost
+  analysis) and ``peak_device_mib``, the first local device's peak memory
+  in use so far (None where the backend does not track it, e.g. CPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
   mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
   mib = lambda b: round(b / 2**20, 1)
   return {"mem_argument_mib": mib(mem.argument_size_in_bytes),
           "mem_output_mib": mib(mem.output_size_in_bytes),
@@ -268,7 +277,9 @@ def memory_mib(compiled) -> dict[str, float]:
           # Outputs alias the donated state, so arguments + temporaries is
           # what the step needs on the device.
           "mem_argument_plus_temp_mib": mib(mem.argument_size_in_bytes +
-                                            mem.temp_size_in_bytes)}
+                                            mem.temp_size_in_bytes),
+          "flops": float((cost or {}).get("flops", float("nan"))),
+          "peak_device_mib": None if peak is None else mib(peak)}
 
 
 def biggest_buffers(compiled, n: int) -> list[dict[str, Any]]:
