@@ -181,16 +181,26 @@ class BFloat16Test(absltest.TestCase):
               shapes, batch)
       eqns = list(_eqns(jaxpr.jaxpr))
       convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
-      self.assertGreater(len(convs), 10, mode)
-      self.assertEqual({d for e in convs for d in _dtypes(e)}, {"bfloat16"},
-                       mode)
+      net = [e for e in convs if "bfloat16" in _dtypes(e)]
+      self.assertGreater(len(net), 10, mode)
+      # The only float32 convolutions are the strong augmentation's blur of
+      # the images (depthwise: one group per image channel).
+      other = [e for e in convs if e not in net]
+      for e in other:
+        self.assertEqual(_dtypes(e), {"float32"}, mode)
+        groups = e.params["feature_group_count"]
+        self.assertGreater(groups, 1, mode)
+        self.assertEqual(groups, e.invars[0].aval.shape[-1], mode)
+      self.assertLess(len(other), len(net) // 4, mode)
       seen = {}
       for e in eqns:
         if e.primitive.name in _FP32_OPS:
           seen.setdefault(e.primitive.name, set()).update(_dtypes(e))
-      # The float32-only ops occur (the check is not vacuous) ...
-      for op in ("exp", "log", "rsqrt", "gather" if mode == "sde" else "exp",
-                 "reduce_max"):
+      # The float32-only ops occur (the check is not vacuous): BN, and the
+      # warp and min-reprojection (SDE) or softmax / cross-entropy (SSL).
+      want = (("rsqrt", "gather", "argmin", "logistic") if mode == "sde"
+              else ("rsqrt", "exp", "log", "reduce_max"))
+      for op in want:
         self.assertIn(op, seen, mode)
       # ... and never on bfloat16 values.
       bad = {op: d for op, d in seen.items() if "bfloat16" in d}
