@@ -53,7 +53,9 @@ def add_step_cost_args(p: argparse.ArgumentParser, *, batch: int,
 
   Adds ``--depth`` (ResNet depth, default 101), ``--height``/``--width``
   (default 512; only with ``image_size``), ``--batch``, ``--steps`` (timed
-  steps) and ``--dtype`` (default float32; only with ``dtype``).
+  steps), ``--dtype`` (default float32; only with ``dtype``), ``--remat``
+  (``config.model.remat``, default none) and ``--buffers`` (list that many
+  of the compiled step's biggest buffers, see ``biggest_buffers``).
 
   Args:
     p: the parser to add them to.
@@ -71,6 +73,12 @@ def add_step_cost_args(p: argparse.ArgumentParser, *, batch: int,
   p.add_argument("--steps", type=int, default=steps, help=steps_help)
   if dtype:
     p.add_argument("--dtype", default="float32")
+  p.add_argument("--remat", default="none",
+                 choices=("none", "encoder_stage", "encoder_block",
+                          "decoder_block", "full"),
+                 help="config.model.remat (models/layers.py)")
+  p.add_argument("--buffers", type=int, default=0,
+                 help="report the N biggest buffers of the compiled step")
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None, *,
@@ -250,13 +258,68 @@ def compile_timed(jitted, *args) -> tuple[Any, float]:
 
 
 def memory_mib(compiled) -> dict[str, float]:
-  """``mem_{argument,output,temp,generated_code}_mib`` of a compiled step."""
+  """``mem_{argument,output,temp,generated_code}_mib`` of a compiled step,
+  their sum ``mem_argument_plus_temp_mib``, the step's ``flops`` (XLA's cost
+  analysis) and ``peak_device_mib``, the first local device's peak memory
+  in use so far (None where the backend does not track it, e.g. CPU)."""
+  import jax  # pylint: disable=g-import-not-at-top
   mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
   mib = lambda b: round(b / 2**20, 1)
   return {"mem_argument_mib": mib(mem.argument_size_in_bytes),
           "mem_output_mib": mib(mem.output_size_in_bytes),
           "mem_temp_mib": mib(mem.temp_size_in_bytes),
-          "mem_generated_code_mib": mib(mem.generated_code_size_in_bytes)}
+          "mem_generated_code_mib": mib(mem.generated_code_size_in_bytes),
+          # Outputs alias the donated state, so arguments + temporaries is
+          # what the step needs on the device.
+          "mem_argument_plus_temp_mib": mib(mem.argument_size_in_bytes +
+                                            mem.temp_size_in_bytes),
+          "flops": float((cost or {}).get("flops", float("nan"))),
+          "peak_device_mib": None if peak is None else mib(peak)}
+
+
+def biggest_buffers(compiled, n: int) -> list[dict[str, Any]]:
+  """The ``n`` biggest logical buffers of a compiled step.
+
+  Reads the optimised HLO module (``compiled.as_text()``): every
+  instruction's result shape, with the op name and the ``op_name`` metadata
+  (the JAX source of the value, e.g. ``jvp(SegDepthNet)/encoder/layer3_4/
+  conv2``). Sizes are of single values; XLA's buffer assignment may share
+  one allocation between values whose lifetimes do not overlap, so the list
+  says what is big, not what is live at the peak.
+
+  Args:
+    compiled: a ``jax.stages.Compiled``.
+    n: how many to return.
+
+  Returns:
+    ``[{"mib", "shape", "op", "source"}]``, biggest first.
+  """
+  import re  # pylint: disable=g-import-not-at-top
+  sizes = {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "u8": 1,
+           "s8": 1, "pred": 1, "f64": 8, "s64": 8, "u64": 8}
+  line_re = re.compile(
+      r"^\s*(?:ROOT\s+)?%?[\w.\-]+ = (\w+)\[([\d,]*)\][^ ]* ([\w\-]+)\(")
+  out = []
+  for line in compiled.as_text().splitlines():
+    m = line_re.match(line)
+    if not m or m.group(1) not in sizes:
+      continue
+    shape = tuple(int(d) for d in m.group(2).split(",") if d)
+    size = sizes[m.group(1)] * int(np.prod(shape, dtype=np.int64))
+    if m.group(3) in ("parameter", "constant", "get-tuple-element",
+                      "bitcast", "tuple"):
+      continue
+    src = re.search(r'op_name="([^"]*)"', line)
+    out.append({"mib": round(size / 2**20, 1),
+                "shape": f"{m.group(1)}{list(shape)}", "op": m.group(3),
+                "source": src.group(1) if src else ""})
+  out.sort(key=lambda r: -r["mib"])
+  return out[:n]
 
 
 def timed(fn: Callable[[int], Any], calls: int, warmup: int) -> list[float]:

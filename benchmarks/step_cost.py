@@ -42,6 +42,7 @@ def sde_step_cost(args) -> dict:
 
   config = sde_cityscapes.get_config(f"stage=2,fd={args.fd},dtype={args.dtype}")
   config.model.encoder_depth = args.depth
+  config.model.remat = args.remat
   config.model.output_stride = args.output_stride
   config.train.batch_size = args.batch
   config.model.encoder_init = ""  # random weights: cost does not depend
@@ -62,6 +63,7 @@ def sde_step_cost(args) -> dict:
       "output_stride": args.output_stride, "height": args.height,
       "width": args.width, "batch": args.batch, "frames": 3,
       "feature_distance": bool(args.fd), "dtype": args.dtype,
+      "remat": args.remat,
       "params_m": round(cs.num_params / 1e6, 2),
       "compile_s": round(cs.compile_s, 1),
       "step_median_s": (round(float(np.median(times)), 3) if times

@@ -77,6 +77,7 @@ def run(args) -> dict:
 
   config = ssda_gta.get_config(f"row={args.row},dtype={args.dtype}")
   config.model.encoder_depth = args.depth
+  config.model.remat = args.remat
   b, k = args.batch, config.ssda.num_candidates
   for key in ("batch_target", "batch_source", "batch_unlabeled"):
     config.ssda[key] = b
@@ -92,12 +93,16 @@ def run(args) -> dict:
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "encoder_depth": args.depth, "height": args.height,
       "width": args.width, "batch_per_stream": b, "candidates": k,
-      "dtype": args.dtype, "params_m": round(cs.num_params / 1e6, 2),
+      "dtype": args.dtype, "remat": args.remat, "params_m": round(cs.num_params / 1e6, 2),
       "compile_s": round(cs.compile_s, 1)}
   if args.compile_only:
     # The compiled program's buffer sizes without running it: what a
     # machine whose memory cannot hold the step still can tell.
-    return {**head, **_report.memory_mib(cs.compiled)}
+    res = {**head, **_report.memory_mib(cs.compiled)}
+    if args.buffers:
+      res["biggest_buffers"] = _report.biggest_buffers(cs.compiled,
+                                                       args.buffers)
+    return res
   state, metrics, times = _report.time_steps(cs.compiled, cs.init(), batch,
                                              args.steps, warmup=args.warmup)
   step_s = float(np.median(times))
@@ -132,7 +137,10 @@ def main():
                  help="compile and report the memory analysis only")
   args = _report.parse(p)
   res = run(args)
-  _report.print_fields(res, skip=("step_times_s",))
+  _report.print_fields(res, skip=("step_times_s", "biggest_buffers"))
+  for buf in res.get("biggest_buffers", ()):
+    print(f"  {buf['mib']:9.1f} MiB  {buf['shape']:28s} {buf['op']:14s} "
+          f"{buf['source']}")
   _report.emit_json(res)
 
 

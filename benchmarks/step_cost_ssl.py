@@ -42,8 +42,7 @@ def ssl_batch(b: int, h: int, w: int, seed: int = 0):
 
 def main(argv=None):
   p = _report.parser(__doc__, first_line=False)
-  _report.add_step_cost_args(p, batch=2, steps=3, image_size=False,
-                             dtype=False)
+  _report.add_step_cost_args(p, batch=2, steps=3, image_size=False)
   p.add_argument("--size", type=int, default=512)
   args = _report.parse(p, argv)
 
@@ -59,6 +58,8 @@ def main(argv=None):
 
   config = ssl_cityscapes.get_config("row=mtl_depthmix")
   config.model.encoder_depth = args.depth
+  config.model.dtype = args.dtype
+  config.model.remat = args.remat
   config.train.batch_size = args.batch
   config.ssl.unlabeled_batch_size = args.batch
   b, h = args.batch, args.size
@@ -115,12 +116,14 @@ def main(argv=None):
     print(f"  {k}: {v / 2**20:.1f} MiB")
   _report.emit_json({
       "benchmark": "step_cost_ssl", "encoder_depth": args.depth,
-      "size": h, "batch": b, "full_size": full,
+      "size": h, "batch": b, "full_size": full, "dtype": args.dtype,
+      "remat": args.remat,
       "platform": jax.devices()[0].platform,
       "params_m": round(n_params / 1e6, 2), "compile_s": round(compile_s, 1),
       "step_ms": round(step_s * 1e3, 1),
       "mix_ms": round(mix_s * 1e3, 2),
-      "mix_share": round(mix_s / step_s, 4), "memory": mem_d})
+      "mix_share": round(mix_s / step_s, 4), "memory": mem_d,
+      **_report.memory_mib(compiled)})
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
     ``seg_head`` (none|pad|transfer|transfer_student), ``num_classes``,
     ``depth`` (depth outputs of a transfer-head net), ``pose``,
     ``pose_depth``, ``imnet_encoder`` (frozen ImageNet copy for the feature
-    distance; SDE only), ``dtype`` (compute dtype name), ``encoder_init`` and
+    distance; SDE only), ``dtype`` (compute dtype name), ``remat``
+    (``models.layers.REMAT_POLICIES``), ``encoder_init`` and
     ``pose_encoder_init`` (npz files written by
     ``python -m sdeseg_jax.models.pretrained``; empty for random init),
     ``pose_translation_prior`` (3 floats or (); SDE pretraining only).
@@ -171,6 +172,7 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
   c.pose_depth = 18
   c.imnet_encoder = False
   c.dtype = "float32"
+  c.remat = "none"          # models.layers.REMAT_POLICIES
   c.encoder_init = ""
   c.pose_encoder_init = ""
   # Initial translation of the pose net (() = none, the reference): e.g.

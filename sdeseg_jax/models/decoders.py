@@ -62,6 +62,8 @@ class UNetDecoder(nn.Module):
     enable_disp: emit disparities (False for the PAD segmentation decoder,
       which then has no ``dispconv`` parameters).
     scales: stage indices that emit a disparity.
+    remat: recompute each block (ASPP, ConvBlock) in the backward pass
+      instead of keeping its activations (same function and parameters).
   """
   num_ch_dec: Sequence[int] = (64, 128, 128, 256, 256)
   aspp_rates: Sequence[int] = (6, 12, 18)
@@ -69,6 +71,7 @@ class UNetDecoder(nn.Module):
   enable_disp: bool = True
   scales: Sequence[int] = (0, 1, 2, 3)
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, feats: Mapping[str, jax.Array], train: bool = False,
@@ -102,12 +105,16 @@ class UNetDecoder(nn.Module):
         raise ValueError(f"stages {stages} do not start at 4: pass x")
       x = feats["f4"]
     out = {"disp": {}, "upconv": {}}
+    # ``train`` (argument 2, counting the module) is a Python bool.
+    wrap = ((lambda cls: nn.remat(cls, static_argnums=(2,))) if self.remat
+            else (lambda cls: cls))
+    aspp, conv_block = wrap(ASPP), wrap(ConvBlock)
     for i in stages:
       if i == 4:
-        block0 = ASPP(tuple(self.aspp_rates), self.num_ch_dec[4],
+        block0 = aspp(tuple(self.aspp_rates), self.num_ch_dec[4],
                       dtype=self.dtype, name="upconv_4_0")
       else:
-        block0 = ConvBlock(self.num_ch_dec[i], self.batch_norm,
+        block0 = conv_block(self.num_ch_dec[i], self.batch_norm,
                            dtype=self.dtype, name=f"upconv_{i}_0")
       x = block0(x, train)
       if i == 0 or x.shape[2] < feats[f"f{i - 1}"].shape[2]:
@@ -118,8 +125,8 @@ class UNetDecoder(nn.Module):
           raise ValueError(f"decoder stage {i}: tensor {x.shape} does not "
                            f"match skip f{i - 1} {skip.shape}")
         x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
-      x = ConvBlock(self.num_ch_dec[i], self.batch_norm, dtype=self.dtype,
-                    name=f"upconv_{i}_1")(x, train)
+      x = conv_block(self.num_ch_dec[i], self.batch_norm, dtype=self.dtype,
+                     name=f"upconv_{i}_1")(x, train)
       out["upconv"][i] = x
       if self.enable_disp and i in self.scales:
         disp = Conv2d(1, 3, padding=1, pad_mode="reflect", dtype=self.dtype,

@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from sdeseg_jax.models.decoders import UNetDecoder, decoder_kwargs
-from sdeseg_jax.models.layers import BatchNorm, Conv2d, resize_bilinear
+from sdeseg_jax.models.layers import (BatchNorm, Conv2d, check_remat,
+                                      decoder_remat, encoder_remat,
+                                      resize_bilinear)
 from sdeseg_jax.models.pad import PADNet
 from sdeseg_jax.models.pose import PoseNet
 from sdeseg_jax.models.resnet import ResNetEncoder
@@ -98,6 +100,7 @@ class SDENet(nn.Module):
   pose_depth: int = 18
   imnet_encoder: bool = False
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # layers.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, images: jax.Array, frame_offsets: Sequence[int] = (0,),
@@ -123,13 +126,17 @@ class SDENet(nn.Module):
     x = images[:, center]
     feats = ResNetEncoder(self.encoder_depth, self.output_stride,
                           width=self.width, frozen_bn=self.frozen_encoder_bn,
-                          dtype=self.dtype, name="encoder")(x, train)
+                          dtype=self.dtype, remat=encoder_remat(self.remat),
+                          name="encoder")(x, train)
     dec = UNetDecoder(**decoder_kwargs(self.decoder), dtype=self.dtype,
+                      remat=decoder_remat(self.remat),
                       name="depth")(feats, train)
     out = {"disp": dec["disp"], "upconv": dec["upconv"], "features": feats}
     if self.use_pose and pose and len(frame_offsets) > 1:
       out.update(pose_outputs(
-          PoseNet(self.pose_depth, self.width, dtype=self.dtype, name="pose"),
+          PoseNet(self.pose_depth, self.width, dtype=self.dtype,
+                  remat="block" if self.remat == "full" else "none",
+                  name="pose"),
           images, frame_offsets, train))
     if self.imnet_encoder:
       imnet = ResNetEncoder(self.encoder_depth, self.output_stride,
@@ -164,6 +171,7 @@ class JointSegDepthDec(nn.Module):
   layer_out_channels: int = 64
   head_inter_channels: int = 64
   dtype: Dtype = jnp.float32
+  remat: bool = False  # UNetDecoder.remat of its decoder
 
   @nn.compact
   def __call__(self, feats: Mapping[str, jax.Array], train: bool = False
@@ -171,7 +179,8 @@ class JointSegDepthDec(nn.Module):
     """Returns logits ``[B, H, W, num_classes]`` float32, where ``(H, W)`` is
     the resolution of decoder stage 0 (the input resolution)."""
     dec = UNetDecoder(**decoder_kwargs(self.decoder), enable_disp=False,
-                      dtype=self.dtype, name="unet_dec")(feats, train)
+                      dtype=self.dtype, remat=self.remat,
+                      name="unet_dec")(feats, train)
 
     def layer(idx: int) -> jax.Array:
       if 0 <= idx <= 4:
@@ -225,6 +234,7 @@ class SegDepthNet(nn.Module):
   use_pose: bool = True
   pose_depth: int = 18
   dtype: Dtype = jnp.float32
+  remat: str = "none"  # layers.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, images: jax.Array, frame_offsets: Sequence[int] = (0,),
@@ -248,10 +258,12 @@ class SegDepthNet(nn.Module):
     x = images[:, center]
     feats = ResNetEncoder(self.encoder_depth, self.output_stride,
                           width=self.width, frozen_bn=self.frozen_encoder_bn,
-                          dtype=self.dtype, name="encoder")(x, train)
+                          dtype=self.dtype, remat=encoder_remat(self.remat),
+                          name="encoder")(x, train)
     out: dict[str, Any] = {"features": feats}
     if self.seg_head == "pad":
       pad = PADNet(self.decoder, self.num_classes, dtype=self.dtype,
+                   remat=decoder_remat(self.remat),
                    name="pad")(feats, train)
       out["semantics"] = pad["semantics"]
       out["intermediate_semantics"] = pad["intermediate_semantics"]
@@ -263,9 +275,11 @@ class SegDepthNet(nn.Module):
                       head_dropout=0.0))
       out["semantics"] = JointSegDepthDec(
           self.decoder, self.num_classes, **head_kw, dtype=self.dtype,
+          remat=decoder_remat(self.remat),
           name="seg_head")(feats, train)
       if self.depth:
         dec = UNetDecoder(**decoder_kwargs(self.decoder), dtype=self.dtype,
+                          remat=decoder_remat(self.remat),
                           name="depth")(feats, train)
         out["disp"], out["upconv"] = dec["disp"], dec["upconv"]
     else:
@@ -273,7 +287,9 @@ class SegDepthNet(nn.Module):
                        f"'transfer_student', got {self.seg_head!r}")
     if self.use_pose and pose and len(frame_offsets) > 1:
       out.update(pose_outputs(
-          PoseNet(self.pose_depth, self.width, dtype=self.dtype, name="pose"),
+          PoseNet(self.pose_depth, self.width, dtype=self.dtype,
+                  remat="block" if self.remat == "full" else "none",
+                  name="pose"),
           images, frame_offsets, train))
     return out
 
@@ -291,7 +307,8 @@ def from_config(cfg: Any) -> nn.Module:
   common = dict(encoder_depth=cfg.encoder_depth,
                 output_stride=cfg.output_stride, width=cfg.width,
                 frozen_encoder_bn=cfg.frozen_encoder_bn, decoder=cfg.decoder,
-                use_pose=cfg.pose, pose_depth=cfg.pose_depth, dtype=dtype)
+                use_pose=cfg.pose, pose_depth=cfg.pose_depth, dtype=dtype,
+                remat=check_remat(cfg.get("remat", "none")))
   if cfg.seg_head == "none":
     return SDENet(**common, imnet_encoder=cfg.imnet_encoder)
   if cfg.imnet_encoder:

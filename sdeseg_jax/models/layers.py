@@ -32,6 +32,38 @@ resnet_kernel_init = nn.initializers.variance_scaling(
     2.0, "fan_out", "normal")
 
 
+# Rematerialisation policies (``config.model.remat``): which parts of the
+# network keep only their inputs for the backward pass and recompute their
+# activations there, trading compute for memory.
+#   none           every activation is kept (fastest)
+#   encoder_stage  each ResNet stage (layer1..layer4) is recomputed as a unit
+#   encoder_block  each ResNet residual block is recomputed
+#   decoder_block  each decoder block (ASPP, ConvBlocks) is recomputed
+#   full           encoder_block + decoder_block, in every encoder (the pose
+#                  net's too): the least memory
+REMAT_POLICIES = ("none", "encoder_stage", "encoder_block", "decoder_block",
+                  "full")
+
+
+def check_remat(policy: str) -> str:
+  """Returns ``policy`` if it is one of ``REMAT_POLICIES``, else raises."""
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"config.model.remat={policy!r} is not a remat policy; "
+                     f"choose one of {REMAT_POLICIES}")
+  return policy
+
+
+def encoder_remat(policy: str) -> str:
+  """The ``ResNetEncoder.remat`` of a policy: "none", "stage" or "block"."""
+  return {"encoder_stage": "stage", "encoder_block": "block",
+          "full": "block"}.get(check_remat(policy), "none")
+
+
+def decoder_remat(policy: str) -> bool:
+  """Whether a policy rematerialises the decoder blocks."""
+  return check_remat(policy) in ("decoder_block", "full")
+
+
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 

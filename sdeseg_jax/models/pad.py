@@ -62,6 +62,7 @@ class PADNet(nn.Module):
   distillation_stage: int = 2
   side_output: bool = True
   dtype: Dtype = jnp.float32
+  remat: bool = False  # UNetDecoder.remat of both decoders
 
   @nn.compact
   def __call__(self, feats: Mapping[str, jax.Array], train: bool = False
@@ -84,9 +85,10 @@ class PADNet(nn.Module):
       raise ValueError(f"distillation_stage must be in 1..3, got {d}")
     first = tuple(range(4, d - 1, -1))
     second = tuple(range(d - 1, -1, -1))
-    depth_dec = UNetDecoder(**kw, dtype=self.dtype, name="depth_dec")
+    depth_dec = UNetDecoder(**kw, dtype=self.dtype, remat=self.remat,
+                            name="depth_dec")
     seg_dec = UNetDecoder(**kw, enable_disp=False, dtype=self.dtype,
-                          name="seg_dec")
+                          remat=self.remat, name="seg_dec")
     ch = kw["num_ch_dec"][d]
 
     depth_out = depth_dec(feats, train, stages=first)

@@ -61,11 +61,13 @@ class PoseNet(nn.Module):
     depth: encoder depth (18 in the reference; 10 for tiny tests).
     width: encoder base width.
     frozen_bn: encoder BatchNorm always in eval mode.
+    remat: the encoder's ``ResNetEncoder.remat``.
   """
   depth: int = 18
   width: int = 64
   frozen_bn: bool = False
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, pair: jax.Array, train: bool = False
@@ -83,7 +85,8 @@ class PoseNet(nn.Module):
     """
     feats = ResNetEncoder(self.depth, 32, num_input_images=2,
                           width=self.width, frozen_bn=self.frozen_bn,
-                          dtype=self.dtype, name="encoder")(pair, train)
+                          dtype=self.dtype, remat=self.remat,
+                          name="encoder")(pair, train)
     return PoseDecoder(dtype=self.dtype, name="decoder")(feats["f4"])
 
 

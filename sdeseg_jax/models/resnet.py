@@ -123,6 +123,9 @@ class ResNetEncoder(nn.Module):
     frozen_bn: if True, BatchNorm always uses (and keeps) its running
       statistics, whatever ``train`` says.
     dtype: compute dtype (parameters stay float32).
+    remat: "none", "stage" (each of layer1..layer4 recomputed in the
+      backward pass) or "block" (each residual block); the function and the
+      parameter names are the same whatever it is.
   """
   depth: int = 101
   output_stride: int = 32
@@ -130,6 +133,7 @@ class ResNetEncoder(nn.Module):
   width: int = 64
   frozen_bn: bool = False
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False
@@ -156,8 +160,12 @@ class ResNetEncoder(nn.Module):
       raise ValueError(f"ResNetEncoder expects {expected_ch} input channels "
                        f"(num_input_images={self.num_input_images}), got "
                        f"input of shape {x.shape}")
+    if self.remat not in ("none", "stage", "block"):
+      raise ValueError(f"ResNetEncoder.remat must be 'none', 'stage' or "
+                       f"'block', got {self.remat!r}")
     kind, stages = RESNET_SPECS[self.depth]
     block_cls = Bottleneck if kind == "bottleneck" else BasicBlock
+    block = nn.remat(block_cls) if self.remat == "block" else block_cls
     bn_eval = self.frozen_bn or not train
 
     x = (x.astype(jnp.float32) - 0.45) / 0.225
@@ -180,14 +188,24 @@ class ResNetEncoder(nn.Module):
         dilation *= stride
         stride = 1
       downsample = stride != 1 or inplanes != planes * block_cls.expansion
-      for bi in range(n_blocks):
-        x = block_cls(
-            planes,
-            stride=stride if bi == 0 else 1,
-            dilation=previous_dilation if bi == 0 else dilation,
-            downsample=downsample and bi == 0,
-            bn_eval=bn_eval, dtype=self.dtype,
-            name=f"layer{li + 1}_{bi}")(x)
+
+      def stage(module, x, li=li, planes=planes, stride=stride,
+                previous_dilation=previous_dilation, dilation=dilation,
+                downsample=downsample, n_blocks=n_blocks):
+        del module  # the blocks below are children of ``self``
+        for bi in range(n_blocks):
+          x = block(
+              planes,
+              stride=stride if bi == 0 else 1,
+              dilation=previous_dilation if bi == 0 else dilation,
+              downsample=downsample and bi == 0,
+              bn_eval=bn_eval, dtype=self.dtype,
+              name=f"layer{li + 1}_{bi}")(x)
+        return x
+      if self.remat == "stage":
+        x = nn.remat(stage)(self, x)
+      else:
+        x = stage(self, x)
       inplanes = planes * block_cls.expansion
       feats[f"f{li + 1}"] = x
     return feats

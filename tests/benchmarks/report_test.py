@@ -55,8 +55,15 @@ class ReportTest(absltest.TestCase):
                   .description)
     _report.add_step_cost_args(p, batch=3, steps=7, image_size=False)
     a = _report.parse(p, ["--depth", "18"])
-    self.assertEqual((a.depth, a.batch, a.steps, a.dtype), (18, 3, 7,
-                                                            "float32"))
+    self.assertEqual((a.depth, a.batch, a.steps, a.dtype, a.remat),
+                     (18, 3, 7, "float32", "none"))
+    with self.assertRaises(SystemExit):  # not a remat policy
+      _report.parse(p, ["--remat", "all"])
+    # The choices are the models' policies (listed there without importing
+    # flax, so that --help stays fast).
+    from sdeseg_jax.models import layers  # pylint: disable=g-import-not-at-top
+    choices = [a.choices for a in p._actions if a.dest == "remat"][0]
+    self.assertEqual(tuple(choices), layers.REMAT_POLICIES)
     self.assertFalse(hasattr(a, "height"))
 
   def test_time_steps_threads_state_and_skips_warmup(self):
@@ -73,10 +80,25 @@ class ReportTest(absltest.TestCase):
                                            jnp.zeros((256, 256)))
     self.assertGreaterEqual(secs, 0.0)
     mem = _report.memory_mib(compiled)
-    self.assertEqual(sorted(mem), ["mem_argument_mib",
+    self.assertEqual(sorted(mem), ["flops", "mem_argument_mib",
+                                   "mem_argument_plus_temp_mib",
                                    "mem_generated_code_mib",
-                                   "mem_output_mib", "mem_temp_mib"])
+                                   "mem_output_mib", "mem_temp_mib",
+                                   "peak_device_mib"])
     self.assertEqual(mem["mem_argument_mib"], 0.2)  # 256 KiB
+    self.assertEqual(mem["flops"], 256 * 256)       # one multiply each
+    self.assertIsNone(mem["peak_device_mib"])       # CPU: not tracked
+
+  def test_biggest_buffers_names_the_source_op(self):
+    def f(x):
+      big = jnp.outer(x, x)        # 1024 x 1024 f32: 4 MiB
+      return jnp.sum(jnp.sin(big), axis=0)
+    compiled = jax.jit(f).lower(jnp.zeros((1024,))).compile()
+    bufs = _report.biggest_buffers(compiled, 2)
+    self.assertLen(bufs, 2)
+    self.assertGreaterEqual(bufs[0]["mib"], bufs[1]["mib"])
+    self.assertEqual(bufs[0]["shape"], "f32[1024, 1024]")
+    self.assertEqual(bufs[0]["mib"], 4.0)
     self.assertEqual(_report.param_count(
         {"a": jax.ShapeDtypeStruct((3, 4), jnp.float32),
          "b": np.zeros(5)}), 17)
