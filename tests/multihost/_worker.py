@@ -74,7 +74,7 @@ if ARGS.cache:
 
 from configs import ssl_minicity  # noqa: E402
 from sdeseg_jax.data import pipeline  # noqa: E402
-from sdeseg_jax.train import seg  # noqa: E402
+from sdeseg_jax.data import streams  # noqa: E402
 from sdeseg_jax.train import ssl  # noqa: E402
 from sdeseg_jax.train import step as step_lib  # noqa: E402
 
@@ -157,7 +157,7 @@ def die_at(step, workdir, every):
   ckpt = os.path.join(workdir, "checkpoints",
                       str((step - 1) // every * every))
   calls = [0]
-  cls = seg.NamedIterators
+  cls = streams.NamedIterators
 
   class Dying(cls):
     def __next__(self):
@@ -168,7 +168,7 @@ def die_at(step, workdir, every):
           time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGKILL)
       return super().__next__()
-  seg.NamedIterators = Dying
+  streams.NamedIterators = Dying
 
 
 def main():
