@@ -9,7 +9,6 @@ import shutil
 
 import chex
 import jax
-import ml_collections as mlc
 import numpy as np
 from PIL import Image
 import pytest
