@@ -99,6 +99,10 @@ TRAIN_ID_COLORS = np.array(
 CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
     i: t for t, i in enumerate(TRAIN_LABEL_IDS)}
 GTA5_ID_TO_TRAINID: dict[int, int] = dict(CITYSCAPES_ID_TO_TRAINID)
+# [256] uint8 train id -> Cityscapes label id (the inverse of
+# CITYSCAPES_ID_TO_TRAINID); other values (ignore) -> 0, "unlabeled".
+TRAIN_ID_TO_LABEL_ID = np.zeros(256, np.uint8)
+TRAIN_ID_TO_LABEL_ID[:len(TRAIN_LABEL_IDS)] = TRAIN_LABEL_IDS
 
 # Synthia class id -> train id (the reference's synthia_seg_loader.py).
 SYNTHIA_ID_TO_TRAINID: dict[int, int] = {

@@ -103,8 +103,9 @@ def collect(rows: Sequence[tuple[str, list[str]]], protocol: str | None
   recs_by_run = {d: records_lib.read_records(d) for _, ds in rows for d in ds}
   for d, recs in recs_by_run.items():
     if not recs:
-      raise ValueError(f"{d} holds no evaluation records (eval/ or "
-                       "iou_tables/); run mode=evaluate on it first")
+      raise ValueError(f"{d} holds no evaluation records "
+                       "(eval/<evaluator>/step_<N>.json); run mode=evaluate "
+                       "on it first")
   proto = pick_protocol(recs_by_run, protocol)
   names, first = None, None
   out = []

@@ -30,6 +30,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax import errors
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp",
               ".ppm")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg",
@@ -103,11 +105,11 @@ def list_inputs(spec: str, key: str = "config.predict.input") -> Inputs:
   """Resolves ``spec`` (module docstring) into image items and videos.
 
   Raises:
-    FileNotFoundError: nothing to predict (empty folder, no match, empty
+    errors.ConfigError: nothing to predict (empty folder, no match, empty
       list, or listed files that do not exist), naming ``key`` and ``spec``.
   """
   if not spec:
-    raise FileNotFoundError(
+    raise errors.ConfigError(
         f"{key} is empty: give a folder, a glob, an image list or a video, "
         f"e.g. --config=configs/predict.py:run=<workdir>,input=<folder>")
   path = os.path.abspath(os.path.expanduser(spec))
@@ -116,7 +118,7 @@ def list_inputs(spec: str, key: str = "config.predict.input") -> Inputs:
     files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
     found = _from_files(files, path)
     if not len(found):
-      raise FileNotFoundError(
+      raise errors.ConfigError(
           f"{key}={spec!r} is a folder without images or videos ({exts})")
     return found
   if os.path.isfile(path):
@@ -132,18 +134,18 @@ def list_inputs(spec: str, key: str = "config.predict.input") -> Inputs:
         p = os.path.normpath(os.path.join(base, os.path.expanduser(line)))
         (listed if os.path.isfile(p) else missing).append(p)
     if missing:
-      raise FileNotFoundError(
+      raise errors.ConfigError(
           f"{key}={spec!r} lists {len(missing)} missing files, e.g. "
           f"{missing[0]}")
     found = _from_files(listed, _common_root(listed))
     if not len(found):
-      raise FileNotFoundError(
+      raise errors.ConfigError(
           f"{key}={spec!r}: the list names no image or video ({exts})")
     return found
   files = [f for f in glob.glob(path, recursive=True) if os.path.isfile(f)]
   found = _from_files(files, _common_root(files))
   if not len(found):
-    raise FileNotFoundError(
+    raise errors.ConfigError(
         f"{key}={spec!r} is not a folder or file and matches no image or "
         f"video ({exts})")
   return found

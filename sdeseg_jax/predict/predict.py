@@ -59,6 +59,7 @@ import ml_collections as mlc
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax import errors
 from sdeseg_jax.data import labels as labels_lib
 from sdeseg_jax.eval import depth as depth_eval
 from sdeseg_jax.geometry.warp import resize_bilinear_align_corners
@@ -68,12 +69,6 @@ from sdeseg_jax.train import export
 from sdeseg_jax.utils import sharding as sharding_lib
 
 RESOLUTIONS = ("resize", "sliding")
-# train id -> the first Cityscapes label id with that train id.
-TRAIN_ID_TO_LABEL_ID = np.zeros(256, np.uint8)  # ignore -> 0 (unlabeled)
-for _l in reversed(labels_lib.LABELS):
-  if 0 <= _l.train_id < labels_lib.NUM_CLASSES and _l.id >= 0:
-    TRAIN_ID_TO_LABEL_ID[_l.train_id] = _l.id
-del _l
 # Settings whose change means "another model's predictions".
 _IDENTITY = ("run", "step", "model", "resolution", "input_size", "window",
              "overlap")
@@ -81,7 +76,7 @@ _IDENTITY = ("run", "step", "model", "resolution", "input_size", "window",
 
 def label_ids(train_ids: np.ndarray) -> np.ndarray:
   """Train ids (0..18) -> Cityscapes label ids, uint8."""
-  return TRAIN_ID_TO_LABEL_ID[np.asarray(train_ids, np.uint8)]
+  return labels_lib.TRAIN_ID_TO_LABEL_ID[np.asarray(train_ids, np.uint8)]
 
 
 def overlay(image: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
@@ -118,7 +113,7 @@ def run_settings(run: runs.LoadedRun, pc: mlc.ConfigDict
   input_size = tuple(int(v) for v in pc.input_size) or size_of(
       "val", "target", "labeled", "train", "seg", key="image_size")
   if not input_size:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{run.workdir}: its config has no config.data.val.image_size; set "
         "config.predict.input_size=(H, W)")
   window = tuple(int(v) for v in pc.window) or size_of(
@@ -133,10 +128,11 @@ def make_forward(run: runs.LoadedRun, resolution: str,
   """``(variables, images [B, H, W, 3] uint8) -> {"labels" [B, H, W] int32,
   "disp" [B, H, W] float32 (depth models)}`` at the images' own size."""
   if resolution not in RESOLUTIONS:
-    raise ValueError(f"config.predict.resolution={resolution!r}; choose one "
-                     f"of {RESOLUTIONS}")
+    raise errors.ConfigError(f"config.predict.resolution={resolution!r}; "
+                             f"choose one of {RESOLUTIONS}")
   if not 0.0 <= overlap < 1.0:
-    raise ValueError(f"config.predict.overlap={overlap} must be in [0, 1)")
+    raise errors.ConfigError(
+        f"config.predict.overlap={overlap} must be in [0, 1)")
   model = run.model
   seg, dep = run.has_segmentation, run.has_depth
 
@@ -210,7 +206,7 @@ class Predictor:
                batch_size: int, wrap: Callable | None = None):
     self.batch_size = int(batch_size)
     if self.batch_size < 1:
-      raise ValueError("config.predict.batch_size must be >= 1")
+      raise errors.ConfigError("config.predict.batch_size must be >= 1")
     mesh = sharding_lib.make_mesh()
     self.sharding = (sharding_lib.data_sharding(mesh)
                      if self.batch_size % mesh.size == 0 else
@@ -307,7 +303,7 @@ def _check_manifest(out_dir: str, manifest: dict[str, Any],
       old = json.load(f)
     diff = [k for k in _IDENTITY if old.get(k) != manifest.get(k)]
     if diff:
-      raise FileExistsError(
+      raise errors.ConfigError(
           f"{out_dir} holds predictions of another model or setting "
           f"({', '.join(f'{k}: {old.get(k)!r} -> {manifest.get(k)!r}' for k in diff)}"
           "); choose another --workdir or set config.predict.overwrite=True")

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from sdeseg_jax import errors
 from sdeseg_jax.models import joint
 from sdeseg_jax.predict import records
 from sdeseg_jax.train import checkpoint as ckpt_lib
@@ -34,13 +35,13 @@ def workdir_of(path: str, key: str = "config.predict.run") -> str:
   """The run folder of ``path`` (a workdir or its ``checkpoints`` folder).
 
   Raises:
-    FileNotFoundError: no finished checkpoint there, naming ``key``.
+    errors.CheckpointError: no finished checkpoint there, naming ``key``.
   """
   path = os.path.abspath(os.path.expanduser(path or ""))
   if os.path.basename(path) == "checkpoints":
     path = os.path.dirname(path)
   if not checkpoint_steps(path):
-    raise FileNotFoundError(
+    raise errors.CheckpointError(
         f"{key}={path!r} holds no finished checkpoint (expected "
         f"{ckpt_lib.checkpoint_dir(path)}/<step>/): give the --workdir of a "
         "training run (mode=sde, ssl or ssda; the demo's <workdir>/ssda)")
@@ -61,7 +62,7 @@ def resolve_step(workdir: str, step: str | int, model: str = "student",
   """``"latest"`` / ``"best"`` / a number -> a kept checkpoint step.
 
   Raises:
-    ValueError: unknown spelling, no evaluation records for ``best``, or the
+    errors.ConfigError: unknown spelling, no evaluation records for ``best``, or the
       step's checkpoint was not kept.
   """
   steps = checkpoint_steps(workdir)
@@ -71,19 +72,22 @@ def resolve_step(workdir: str, step: str | int, model: str = "student",
   if spec == "best":
     best = records.best_step(workdir, model)
     if best is None:
-      raise ValueError(
+      raise errors.ConfigError(
           f"{key}='best': {workdir} has no evaluation records of the "
-          f"{model} (eval/ or iou_tables/); give a step number or 'latest'")
+          f"{model} (eval/<evaluator>/step_<N>.json); give a step number "
+          "or 'latest'")
     if best not in steps:
-      raise ValueError(
+      raise errors.ConfigError(
           f"{key}='best': the best {model} step {best} of {workdir} has no "
           f"kept checkpoint (kept: {steps}; raise config.train.max_to_keep "
           "when training) -- give one of the kept steps")
     return best
   if not spec.isdigit():
-    raise ValueError(f"{key}={step!r}: use 'latest', 'best' or a step number")
+    raise errors.ConfigError(
+        f"{key}={step!r}: use 'latest', 'best' or a step number")
   if int(spec) not in steps:
-    raise ValueError(f"{key}={step!r}: {workdir} has checkpoints {steps}")
+    raise errors.ConfigError(
+        f"{key}={step!r}: {workdir} has checkpoints {steps}")
   return int(spec)
 
 
@@ -107,12 +111,12 @@ def pick_variables(state: dict[str, Any], model: str, workdir: str
                    ) -> dict[str, Any]:
   """``{"params", "batch_stats"}`` of the student or the EMA teacher."""
   if model not in MODELS:
-    raise ValueError(f"model={model!r}; choose one of {MODELS}")
+    raise errors.ConfigError(f"model={model!r}; choose one of {MODELS}")
   if model == "student":
     return {"params": state["params"],
             "batch_stats": state.get("batch_stats") or {}}
   if not state.get("ema_params"):
-    raise ValueError(
+    raise errors.ConfigError(
         f"{workdir} has no EMA teacher (trained with config.train.use_ema="
         "False): use model=student")
   return {"params": state["ema_params"],
@@ -134,7 +138,7 @@ def check_architecture(model: nn.Module, variables: dict[str, Any],
     where: names the checkpoint and the config in the message.
 
   Raises:
-    ValueError: naming the first missing, unexpected or reshaped parameter.
+    errors.CheckpointError: naming the first missing, unexpected or reshaped parameter.
   """
   x = jax.ShapeDtypeStruct((1, 1, 64, 64, 3), jnp.float32)
   init = jax.eval_shape(
@@ -161,7 +165,7 @@ def check_architecture(model: nn.Module, variables: dict[str, Any],
       k = reshaped[0]
       what.append(f"{len(reshaped)} of another shape, e.g. {k}: checkpoint "
                   f"{have[k]} vs model {want[k]}")
-    raise ValueError(
+    raise errors.CheckpointError(
         f"{where}: the checkpoint is of another architecture than its "
         f"config.model describes ({'; '.join(what)}). Point at the workdir "
         "that trained it, or give config.model_config.")
@@ -209,7 +213,8 @@ def load(path: str, step: str | int = "latest", model: str = "student",
     The loaded run.
   """
   if model not in MODELS:
-    raise ValueError(f"{key}.model={model!r}; choose one of {MODELS}")
+    raise errors.ConfigError(
+        f"{key}.model={model!r}; choose one of {MODELS}")
   workdir = workdir_of(path, f"{key}.run")
   s = resolve_step(workdir, step, model, f"{key}.step")
   config = load_config(workdir, s)

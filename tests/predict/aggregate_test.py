@@ -2,7 +2,6 @@
 best apart; Rel. column; mixed protocols / class sets refused."""
 
 import csv
-import json
 import math
 import os
 
@@ -10,7 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from sdeseg_jax.eval import tables
+from sdeseg_jax.eval import evaluators
 from sdeseg_jax.predict import aggregate
 
 C = 19
@@ -25,14 +24,22 @@ def _ious(value, bump=()):
   return [None if np.isnan(v) else float(v) for v in iou]
 
 
+def _record(workdir, step, iou, teacher=None, *, name="segmentation",
+            protocol="paper"):
+  """What a segmentation evaluator writes: ``eval/<name>/step_<N>.json``."""
+  models = {"student": {"iou": iou, "miou": 0.0}}
+  if teacher is not None:
+    models["teacher"] = {"iou": teacher, "miou": 0.0}
+  evaluators.write_record(workdir, name, step,
+                          {"protocol": protocol, "models": models})
+
+
 def _ssda_run(root, name, per_step, teacher_offset=0.01):
-  """An SSDA-style run: ``eval/step_<N>.json`` with student and teacher."""
+  """A run with student and teacher records at each step."""
   d = os.path.join(root, name)
-  os.makedirs(os.path.join(d, "eval"))
   for step, iou in per_step.items():
-    t = [None if v is None else v + teacher_offset for v in iou]
-    json.dump({"step": step, "miou": 0.0, "iou": iou, "iou_teacher": t},
-              open(os.path.join(d, "eval", f"step_{step}.json"), "w"))
+    _record(d, step, iou, [None if v is None else v + teacher_offset
+                           for v in iou])
   return d
 
 
@@ -99,41 +106,9 @@ def test_class_subsets(seeds, tmp_path):
   assert len(s["class_mean"]) == 2
 
 
-def test_markdown_tables_of_ssl_runs(tmp_path):
-  root = str(tmp_path)
-  for k, v in enumerate((0.2, 0.3, 0.4)):
-    iou = np.full(C, v)
-    tables.write_iou_table(os.path.join(root, f"s{k}", "iou_tables",
-                                        "paper_iou_step10.md"),
-                           {"student": iou, "teacher": iou + 0.1})
-  summary = aggregate.aggregate([f"ssl={root}/s*"], os.path.join(root, "t"))
-  s = [s for s in summary if s["model"] == "teacher"][0]
-  assert s["miou_mean"] == pytest.approx(40.0)
-  assert s["miou_std"] == pytest.approx(np.std([30, 40, 50]))
-
-
-def test_per_evaluator_records(tmp_path):
-  """``eval/<evaluator>/step_<N>.json`` with per-model entries and the
-  protocol inside the record."""
-  root = str(tmp_path)
-  for k, v in enumerate((0.5, 0.7)):
-    d = os.path.join(root, f"s{k}", "eval", "segmentation")
-    os.makedirs(d)
-    json.dump({"step": 3, "protocol": "paper",
-               "models": {"student": {"iou": _ious(v), "miou": 0.0},
-                          "teacher": {"iou": _ious(v - 0.1)}}},
-              open(os.path.join(d, "step_3.json"), "w"))
-  summary = aggregate.aggregate([f"r={root}/s*"], os.path.join(root, "t"))
-  got = {(s["model"], s["checkpoint"]): s["miou_mean"] for s in summary}
-  assert got[("student", "final")] == pytest.approx(60.0)
-  assert got[("teacher", "best")] == pytest.approx(50.0)
-
-
 def test_mixed_protocols_and_class_sets_are_refused(seeds, tmp_path):
-  full = os.path.join(seeds, "dm_full", "eval", "full")
-  os.makedirs(full)
-  json.dump({"step": 4, "iou": _ious(0.5)},
-            open(os.path.join(full, "step_4.json"), "w"))
+  _record(os.path.join(seeds, "dm_full"), 4, _ious(0.5),
+          name="segmentation_full", protocol="full")
   with pytest.raises(ValueError, match="dm_full has no 'paper'-protocol"):
     aggregate.aggregate([f"dm={seeds}/dm_*"], str(tmp_path / "t"))
   _ssda_run(seeds, "other_cls", {4: [0.5] * 16})

@@ -42,7 +42,6 @@ def tiny_config(data, tfds_dir):
 def tiny_run():
   from sdeseg_jax.train import ssl  # pylint: disable=g-import-not-at-top
   tmp, data, tfds_dir = _fixtures.generate_minicity(4, 2)
-  open(data + ".done", "w").close()  # generated: the run must not regenerate
   config = tiny_config(data, tfds_dir)
   workdir = os.path.join(tmp, "run")
   with _fixtures.cheap_compiles():

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from sdeseg_jax import errors
 from sdeseg_jax.predict import evaluate
 from sdeseg_jax.predict import records
 from tests import _fixtures
@@ -40,14 +41,29 @@ def evaluated(tiny_run, tmp_path_factory):
   return out, results
 
 
+def _files(workdir):
+  ev = os.path.join(workdir, "eval")
+  return sorted(os.path.relpath(os.path.join(d, f), ev)
+                for d, _, fs in os.walk(ev) for f in fs)
+
+
 def test_same_files_as_the_in_training_evaluation(tiny_run, evaluated):
   out, _ = evaluated
-  want = sorted(os.listdir(os.path.join(tiny_run.workdir, "iou_tables")))
-  assert sorted(os.listdir(os.path.join(out, "iou_tables"))) == want
-  for step in (1, 2):
-    name = f"paper_iou_step{step}.md"
-    assert (open(os.path.join(out, "iou_tables", name)).read() ==
-            open(os.path.join(tiny_run.workdir, "iou_tables", name)).read())
+  want = _files(tiny_run.workdir)
+  assert "segmentation/step_2.json" in want
+  assert _files(out) == want
+  for name in want:
+    got = open(os.path.join(out, "eval", name)).read()
+    ref = open(os.path.join(tiny_run.workdir, "eval", name)).read()
+    if name.endswith(".md"):
+      assert got == ref, name
+    else:
+      got, ref = json.loads(got), json.loads(ref)
+      assert got["step"] == ref["step"] and got["protocol"] == "paper"
+      for model in ("student", "teacher"):
+        np.testing.assert_allclose(got["models"][model]["miou"],
+                                   ref["models"][model]["miou"], atol=1e-6)
+        np.testing.assert_array_equal(got["confusion"], ref["confusion"])
 
 
 def test_same_miou_as_the_in_training_evaluation(tiny_run, evaluated):
@@ -56,14 +72,10 @@ def test_same_miou_as_the_in_training_evaluation(tiny_run, evaluated):
   assert sorted(results) == [1, 2]
   n = 0
   for step, res in results.items():
-    for tag in ("paper/student/miou", "paper/teacher/miou"):
+    for tag in ("segmentation/student/miou", "segmentation/teacher/miou"):
       np.testing.assert_allclose(res[tag], logged[(step, tag)], atol=1e-6)
       n += 1
   assert n == 4
-  # Its full-precision record is what aggregate and step=best read.
-  rec = json.load(open(os.path.join(evaluated[0], "evaluate",
-                                    "step_2.json")))
-  assert rec["step"] == 2 and rec["mode"] == "ssl"
 
 
 def test_best_step_is_the_highest_recorded_miou(tiny_run, evaluated):
@@ -75,15 +87,15 @@ def test_best_step_is_the_highest_recorded_miou(tiny_run, evaluated):
                                     "student") == [best]
   assert evaluate.steps_to_evaluate(tiny_run.workdir, "1/2",
                                     "student") == [1, 2]
-  # The evaluate output's own records hold the same mIoUs at full
-  # precision (the markdown tables round to 0.1).
+  # The evaluate output's records are read the same way.
   ev = {r.step: r.miou for r in records.read_records(evaluated[0])
         if r.model == "student"}
+  assert sorted(ev) == [1, 2]
   for r in recs:
-    assert abs(ev[r.step] - r.miou) < 0.05 + 1e-9
+    assert abs(ev[r.step] - r.miou) < 1e-6
 
 
 def test_refuses_to_write_into_the_run(tiny_run):
   config = _fixtures.load_config("evaluate", f"run={tiny_run.workdir}")
-  with pytest.raises(ValueError, match="another --workdir"):
+  with pytest.raises(errors.ConfigError, match="another --workdir"):
     evaluate.run(config, tiny_run.workdir)

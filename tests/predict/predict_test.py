@@ -9,11 +9,11 @@ import shutil
 
 import chex
 import jax
-import ml_collections as mlc
 import numpy as np
 from PIL import Image
 import pytest
 
+from sdeseg_jax import errors
 from sdeseg_jax.data import labels as labels_lib
 from sdeseg_jax.predict import inputs
 from sdeseg_jax.predict import predict
@@ -101,9 +101,9 @@ def test_globs_lists_and_name_collisions(tmp_path):
   found = inputs.list_inputs(str(tmp_path / "list.txt"))
   assert [i.name for i in found.images] == ["b", "sub/c"]
   (tmp_path / "bad.txt").write_text("nope.png\n")
-  with pytest.raises(FileNotFoundError, match="1 missing files"):
+  with pytest.raises(errors.ConfigError, match="1 missing files"):
     inputs.list_inputs(str(tmp_path / "bad.txt"))
-  with pytest.raises(FileNotFoundError, match="matches no image"):
+  with pytest.raises(errors.ConfigError, match="matches no image"):
     inputs.list_inputs(str(tmp_path / "*.gif"))
   assert inputs.read_image(str(tmp_path / "b.png")).shape == (4, 6, 3)
 
@@ -120,7 +120,7 @@ def test_corrupt_file_reported_by_name_and_skipped(predicted):
 
 def test_outputs_decode_back(predicted, input_dir):
   out, _, _ = predicted
-  valid_ids = set(predict.TRAIN_ID_TO_LABEL_ID[:labels_lib.NUM_CLASSES])
+  valid_ids = set(labels_lib.TRAIN_ID_TO_LABEL_ID[:labels_lib.NUM_CLASSES])
   names = ["img0", "img1", "sub/big"] + [f"clip/frame_{i:06d}"
                                          for i in (0, 2, 4)]
   for name in names:
@@ -200,7 +200,7 @@ def test_resume_after_interruption(tiny_run, input_dir, tmp_path):
 def test_other_model_in_the_folder_is_refused(tiny_run, input_dir, predicted):
   out, _, _ = predicted
   config = _config(tiny_run.workdir, input_dir, model="teacher")
-  with pytest.raises(FileExistsError, match="model: 'student' -> 'teacher'"):
+  with pytest.raises(errors.ConfigError, match="model: 'student' -> 'teacher'"):
     predict.run(config, out)
 
 
@@ -208,7 +208,7 @@ def test_empty_folder_fails_at_once(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   config = _config(str(tmp_path / "no_such_run"), str(empty))
-  with pytest.raises(FileNotFoundError, match="without images or videos"):
+  with pytest.raises(errors.ConfigError, match="without images or videos"):
     predict.run(config, str(tmp_path / "out"))
 
 
@@ -221,13 +221,13 @@ def test_other_architecture_fails_at_once(tiny_run, tmp_path):
     cfg = json.load(open(meta))
     cfg["model"]["width"] = 16
     json.dump(cfg, open(meta, "w"))
-  with pytest.raises(ValueError, match="another architecture.*of another "
+  with pytest.raises(errors.CheckpointError, match="another architecture.*of another "
                      "shape"):
     runs.load(copy)
   # The right model section given instead of the saved one loads.
   fixed = runs.load(copy, model_config=tiny_run.config.model)
   assert fixed.config.model.width == tiny_run.config.model.width
-  with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
+  with pytest.raises(errors.CheckpointError, match="no finished checkpoint"):
     runs.load(str(tmp_path))
 
 
