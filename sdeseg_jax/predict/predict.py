@@ -66,6 +66,7 @@ from sdeseg_jax.geometry.warp import resize_bilinear_align_corners
 from sdeseg_jax.predict import inputs as inputs_lib
 from sdeseg_jax.predict import runs
 from sdeseg_jax.train import export
+from sdeseg_jax.train import toolkit
 from sdeseg_jax.utils import sharding as sharding_lib
 
 RESOLUTIONS = ("resize", "sliding")
@@ -134,16 +135,11 @@ def make_forward(run: runs.LoadedRun, resolution: str,
     raise errors.ConfigError(
         f"config.predict.overlap={overlap} must be in [0, 1)")
   model = run.model
-  seg, dep = run.has_segmentation, run.has_depth
 
   def net(variables, x):
-    out = model.apply(variables, x[:, None], (0,), train=False, pose=False)
-    res = {}
-    if seg:
-      res["logits"] = out["semantics"].astype(jnp.float32)
-    if dep:
-      res["disp"] = out["disp"][0].astype(jnp.float32)
-    return res
+    # The tasks' uniform prediction dict: logits and/or disp.
+    return toolkit.predictions(
+        model.apply(variables, x[:, None], (0,), train=False, pose=False))
 
   def to_size(y, hw):
     return y if y.shape[1:3] == tuple(hw) else resize_bilinear_align_corners(

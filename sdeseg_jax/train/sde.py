@@ -112,10 +112,7 @@ class SDETask:
     offsets = self.offsets if color.shape[1] == len(self.offsets) else (0,)
     out = self.model.apply(variables, color, offsets, train=False,
                            pose=len(offsets) > 1)
-    res = {"disp": out["disp"][0].astype(jnp.float32)}
-    if len(offsets) > 1:
-      res["cam_T_cam"] = toolkit.cam_T_cam(out, offsets)
-    return res
+    return toolkit.predictions(out, offsets)
 
 
 def make_evaluators(task: SDETask, config: mlc.ConfigDict, mesh, stream,

@@ -379,10 +379,11 @@ class SSDATask:
 
   def predict(self, variables, batch):
     """Eval-mode ``{"logits": [B, H, W, C]}`` of the centre frame of the
-    val stream's ``batch["color"]`` [B, T, H, W, 3]."""
+    val stream's ``batch["color"]`` [B, T, H, W, 3], with ``"disp"`` for
+    nets with a depth head (``toolkit.predictions``)."""
     x = _centre(batch["color"], self.centre["val"])[:, None]
     out = self.model.apply(variables, x, (0,), train=False, pose=False)
-    return {"logits": out["semantics"].astype(jnp.float32)}
+    return toolkit.predictions(out)
 
 
 # -- data -------------------------------------------------------------------

@@ -266,10 +266,11 @@ class SSLTask:
 
   def predict(self, variables, batch):
     """Eval-mode ``{"logits": [B, H, W, C]}`` of the centre frame of
-    ``batch["color"]`` ``[B, T, H, W, 3]``."""
+    ``batch["color"]`` ``[B, T, H, W, 3]``, with ``"disp"`` ``[B, H, W, 1]``
+    for nets with a depth head (``toolkit.predictions``)."""
     x, offsets = toolkit.input_frames(batch["color"], self.offsets, False)
     out = self.model.apply(variables, x, offsets, train=False, pose=False)
-    return {"logits": out["semantics"]}
+    return toolkit.predictions(out)
 
   def mix_preview(self, params, batch_stats, teacher, unl, rng):
     """The mixing of one unlabeled batch, for TensorBoard panels.

@@ -151,6 +151,25 @@ def student_apply(model, params, batch_stats, x: jax.Array,
   return out, new["batch_stats"]
 
 
+def predictions(out: dict[str, Any], offsets: Sequence[int] = (0,)
+                ) -> dict[str, Any]:
+  """The uniform ``predict`` dict of an eval-mode network output.
+
+  ``logits`` ``[B, H, W, C]`` (segmentation nets), ``disp`` ``[B, H, W, 1]``
+  (scale 0, nets with a depth head) and ``cam_T_cam`` ``{f: [B, 4, 4]}``
+  (when the pose net ran on neighbour frames), each as the net has it; all
+  float32.
+  """
+  res = {}
+  if "semantics" in out:
+    res["logits"] = out["semantics"].astype(jnp.float32)
+  if "disp" in out:
+    res["disp"] = out["disp"][0].astype(jnp.float32)
+  if len(offsets) > 1 and "axisangle" in out:
+    res["cam_T_cam"] = cam_T_cam(out, offsets)
+  return res
+
+
 def cam_T_cam(out: dict[str, Any], offsets) -> dict[int, jax.Array]:
   """``{f: [B, 4, 4]}`` centre->source transforms from the pose outputs."""
   return {f: transformation_from_parameters(
