@@ -39,10 +39,11 @@ import jax
 import numpy as np
 
 import ssl_minicity as ssl_bench  # benchmarks/ssl_minicity.py
+from configs import common
 from configs import sde_minicity
 from configs import select_minicity
 from configs import ssl_minicity as ssl_config
-from sdeseg_jax.data import minicity
+from sdeseg_jax.data import resolve
 from sdeseg_jax.selection import blocks
 from sdeseg_jax.selection import program
 from sdeseg_jax.train import sde
@@ -114,12 +115,10 @@ def main(argv=None):
 
   # 2. Pool.
   pool = os.path.join(root, "pool")
-  if not os.path.isfile(pool + ".done"):
-    minicity.generate(pool, "cityscapes", 0, width=args.width,
-                      height=args.height, num_train_sequences=args.sequences,
-                      num_val_sequences=args.val_sequences, log=None,
-                      overwrite=True)
-    open(pool + ".done", "w").close()
+  resolve.ensure_minicity(common.minicity_config(
+      layout="cityscapes", seed=0, width=args.width, height=args.height,
+      num_train_sequences=args.sequences,
+      num_val_sequences=args.val_sequences), pool, log=None)
 
   # 3. Selections.
   methods = args.methods.split(",")

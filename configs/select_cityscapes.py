@@ -55,6 +55,10 @@ def select_sections(config, *, method: str, seed: int, teacher: str,
   sc.teacher = common.mlc.ConfigDict(dict(checkpoint=teacher, step=-1))
   sc.class_names = tuple(class_names)
   config.select = sc
+  # Student weights from an earlier run (the students' load_pretrained;
+  # "" = the ImageNet encoder of config.model.encoder_init, or scratch).
+  config.init = common.mlc.ConfigDict(dict(checkpoint="", step=-1,
+                                           patterns=()))
   config.loss = common.mlc.ConfigDict(dict(
       berhu_rows=0.9,         # student berHu: rows >= 0.9 H masked
       uncertainty_rows=0.87,  # E: rows >= 0.87 H zeroed (ego car)

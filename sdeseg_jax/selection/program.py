@@ -54,13 +54,17 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
+from sdeseg_jax import errors
+from sdeseg_jax.data import resolve
+from sdeseg_jax.data.readers import DatasetError
 from sdeseg_jax.losses.depth import berhu
 from sdeseg_jax.losses.segmentation import cross_entropy
 from sdeseg_jax.models import joint
 from sdeseg_jax.selection import blocks
 from sdeseg_jax.train import checkpoint as ckpt_lib
+from sdeseg_jax.train import step as step_lib
+from sdeseg_jax.train import toolkit
 from sdeseg_jax.train import trainer
-from sdeseg_jax.train.sde import ensure_data, stream_with_path, to_float
 from sdeseg_jax.utils import sharding as sharding_lib
 
 METHODS = ("ds_us", "ds", "us", "entropy", "random")
@@ -68,7 +72,7 @@ UNCERTAINTY = ("reference", "l1")
 # Which student a method trains between rounds (None: no student).
 STUDENT = {"ds_us": "depth", "us": "depth", "entropy": "seg", "ds": None,
            "random": None}
-IGNORE_INDEX = 250
+IGNORE_INDEX = toolkit.IGNORE_INDEX
 
 
 class Interrupted(RuntimeError):
@@ -100,18 +104,18 @@ def check_config(config: mlc.ConfigDict) -> None:
   """Refuses a bad ``config.select`` before anything is computed."""
   sc = config.select
   if sc.method not in METHODS:
-    raise ValueError(f"config.select.method={sc.method!r}; choose one of "
+    raise errors.ConfigError(f"config.select.method={sc.method!r}; choose one of "
                      f"{METHODS}")
   if sc.uncertainty not in UNCERTAINTY:
-    raise ValueError(f"config.select.uncertainty={sc.uncertainty!r}; choose "
+    raise errors.ConfigError(f"config.select.uncertainty={sc.uncertainty!r}; choose "
                      f"one of {UNCERTAINTY}")
   sched = [int(n) for n in sc.schedule]
   if not sched or sched[0] < 1 or any(b <= a for a, b in zip(sched,
                                                              sched[1:])):
-    raise ValueError(f"config.select.schedule={tuple(sc.schedule)} must be "
+    raise errors.ConfigError(f"config.select.schedule={tuple(sc.schedule)} must be "
                      "increasing positive sizes, e.g. (25, 50, 100)")
   if STUDENT[sc.method] and len(sc.student_steps) < len(sched) - 1:
-    raise ValueError(
+    raise errors.ConfigError(
         f"config.select.student_steps has {len(sc.student_steps)} entries; "
         f"method {sc.method} trains a student before each of the "
         f"{len(sched) - 1} rounds after the first")
@@ -120,7 +124,7 @@ def check_config(config: mlc.ConfigDict) -> None:
 def check_pool_size(config: mlc.ConfigDict, n_pool: int) -> None:
   want = int(config.select.schedule[-1])
   if want > n_pool:
-    raise ValueError(
+    raise errors.ConfigError(
         f"config.select.schedule asks for {want} images but the pool "
         f"(config.data.pool, {config.data.pool.path}) has only {n_pool} "
         "training images; lower the schedule or use a larger pool")
@@ -138,7 +142,7 @@ def check_workdir_config(workdir: str, config: mlc.ConfigDict) -> None:
     with open(path) as f:
       old = json.load(f)
     if old != record:
-      raise ValueError(
+      raise errors.ConfigError(
           f"{path}: this workdir holds a selection made with {old}, not "
           f"{record}; use a new --workdir (or delete that workdir)")
   else:
@@ -161,11 +165,11 @@ def load_teacher(config: mlc.ConfigDict) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: no checkpoint at ``config.select.teacher.checkpoint``.
-    ValueError: the checkpoint is not of that architecture.
+    ConfigError: the checkpoint is not of that architecture.
   """
   tc = config.select.teacher
   if not tc.checkpoint:
-    raise ValueError("config.select.teacher.checkpoint is empty: point it at "
+    raise errors.ConfigError("config.select.teacher.checkpoint is empty: point it at "
                      "the workdir of the SDE teacher (mode=sde)")
   try:
     loaded = ckpt_lib.load_variables(tc.checkpoint,
@@ -184,7 +188,7 @@ def load_teacher(config: mlc.ConfigDict) -> dict[str, Any]:
     for key, spec in need.items():
       if key not in have or tuple(np.shape(have[key])) != tuple(spec.shape):
         got = np.shape(have[key]) if key in have else "absent"
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.select.teacher.checkpoint={tc.checkpoint!r} is not a "
             f"checkpoint of config.teacher_model ({col}/{key}: expected "
             f"{tuple(spec.shape)}, found {got}); give the SDE run's workdir "
@@ -197,23 +201,30 @@ def load_teacher(config: mlc.ConfigDict) -> dict[str, Any]:
 
 def pool_stream(config: mlc.ConfigDict, path: str) -> mlc.ConfigDict:
   """Every training image of the pool, as evaluation data."""
-  s = stream_with_path(config.data.pool, config.data.pool.path or path)
+  s = resolve.with_overrides(
+      config.data.pool, path=path, load_labeled=True, load_unlabeled=False,
+      crop_size=(), flip_prob=0.0, color_aug=False)
   s.subset.mode = "all"
-  s.load_labeled, s.load_unlabeled = True, False
-  s.crop_size, s.flip_prob, s.color_aug = (), 0.0, False
   return s
 
 
-def _eval_loader(stream, config, mesh, data_dir):
+def _eval_loader(stream, config, data_dir):
+  """One ordered pass over the pool's training split (host batches)."""
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.make_loader(stream, split="train",
                               global_batch_size=config.select.batch_size,
-                              seed=config.seed, train=False, mesh=mesh,
+                              seed=config.seed, train=False,
                               data_dir=data_dir)
 
 
-def pool_size(stream, config, mesh, data_dir) -> int:
-  loader = _eval_loader(stream, config, mesh, data_dir)
+def _on_mesh(batch, keys, mesh):
+  """The ``keys`` of a host batch as global arrays on ``mesh``."""
+  return sharding_lib.host_to_global(
+      {k: np.asarray(batch[k]) for k in keys if k in batch}, mesh)
+
+
+def pool_size(stream, config, data_dir) -> int:
+  loader = _eval_loader(stream, config, data_dir)
   n = loader.num_samples
   loader.close()
   return n
@@ -224,25 +235,25 @@ def teacher_pass(config, teacher, stream, mesh, data_dir
   """``(pooled [N, 4, 8, C], class_counts [N, num_classes])`` of the pool."""
   model = joint.from_config(config.teacher_model)
   stage, hw = int(config.select.feature_stage), tuple(config.select.pool_hw)
-  centre = sorted(stream.frame_offsets).index(0)
+  centre = toolkit.centre_index(stream.frame_offsets)
   num_classes = int(config.model.num_classes)
 
   @jax.jit
   def features(variables, color):
-    x = to_float(color[:, centre:centre + 1])
+    x = toolkit.to_float(color[:, centre:centre + 1])
     out = model.apply(variables, x, (0,), train=False, pose=False)
     return blocks.pool_features(out["upconv"][stage], hw)
 
   variables = jax.device_put(
       {"params": teacher["params"], "batch_stats": teacher["batch_stats"]},
       sharding_lib.replicated(mesh))
-  loader = _eval_loader(stream, config, mesh, data_dir)
+  loader = _eval_loader(stream, config, data_dir)
   n = loader.num_samples
   pooled, counts = None, np.zeros((n, num_classes), np.int64)
   for batch in loader:
-    f = np.asarray(jax.device_get(features(variables, batch["color"])))
-    idx = np.asarray(jax.device_get(batch["index"]))
-    lab = np.asarray(jax.device_get(batch["label"]))
+    f = np.asarray(jax.device_get(features(
+        variables, _on_mesh(batch, ("color",), mesh)["color"])))
+    idx, lab = np.asarray(batch["index"]), np.asarray(batch["label"])
     if pooled is None:
       pooled = np.zeros((n,) + f.shape[1:], np.float32)
     for k, i in enumerate(idx):
@@ -260,7 +271,7 @@ def features_and_distances(config, workdir, teacher, stream, mesh, data_dir,
   """``(D [N, N], class_counts [N, C])``, from the workdir cache if valid.
 
   Raises:
-    ValueError: the cache was made for another pool size or teacher.
+    DatasetError: the cache was made for another pool size or teacher.
   """
   path = os.path.join(workdir, "selection_cache.npz")
   dpath = os.path.join(workdir, "distances.npy")
@@ -273,12 +284,12 @@ def features_and_distances(config, workdir, teacher, stream, mesh, data_dir,
     with np.load(path) as z:
       old = json.loads(str(z["meta"]))
       if old["n"] != n_pool:
-        raise ValueError(
+        raise DatasetError(
             f"{path} holds features of {old['n']} images but the pool "
             f"({stream.path}) now has {n_pool}: the cache is stale; delete "
             f"it and {dpath} (or use a new workdir)")
       if old != meta:
-        raise ValueError(
+        raise DatasetError(
             f"{path} was made with {old}, not {meta}: the cache is stale; "
             f"delete it and {dpath} (or use a new workdir)")
       counts = z["class_counts"]
@@ -295,7 +306,7 @@ def features_and_distances(config, workdir, teacher, stream, mesh, data_dir,
   if os.path.isfile(dpath):
     dist = np.load(dpath)
     if dist.shape != (n_pool, n_pool):
-      raise ValueError(f"{dpath} is {dist.shape}, not ({n_pool}, {n_pool}): "
+      raise DatasetError(f"{dpath} is {dist.shape}, not ({n_pool}, {n_pool}): "
                        "stale; delete it")
   else:
     t0 = time.time()
@@ -351,29 +362,44 @@ class StudentTask:
   """
 
   def __init__(self, config: mlc.ConfigDict, kind: str):
+    self.config = config
     self.model = joint.from_config(config.model)
     self.kind = kind
     self.rows = float(config.loss.berhu_rows)
 
   def init(self, rng, batch):
     v = self.model.init({"params": rng, "dropout": rng},
-                        to_float(batch["color_aug"]), (0,), train=False)
+                        toolkit.to_float(batch["color_aug"]), (0,),
+                        train=False, pose=False)
     return v["params"], v.get("batch_stats", {})
+
+  def load_pretrained(self, params, batch_stats):
+    """The ImageNet encoder (``config.model.encoder_init``) and an earlier
+    run (``config.init``); see ``toolkit.load_initial_weights``."""
+    return toolkit.load_initial_weights(params, batch_stats, self.config)
 
   def loss_fn(self, params, batch_stats, batch, rng, step, teacher=None):
     del step, teacher
-    out, new = self.model.apply(
-        {"params": params, "batch_stats": batch_stats},
-        to_float(batch["color_aug"]), (0,), train=True,
-        rngs={"dropout": rng}, mutable=["batch_stats"])
+    out, new_stats = toolkit.student_apply(
+        self.model, params, batch_stats,
+        toolkit.to_float(batch["color_aug"]), (0,), rng, pose=False)
     if self.kind == "depth":
       disp = out["disp"][0][..., 0].astype(jnp.float32)
       loss = berhu(disp, batch["pseudo_depth"],
                    _bottom_mask(disp.shape[1], self.rows))
-      return loss, (new["batch_stats"], {"berhu": loss})
+      return loss, step_lib.TaskAux(new_stats, {"berhu": loss})
     loss = cross_entropy(out["semantics"].astype(jnp.float32),
                          batch["label"], IGNORE_INDEX)
-    return loss, (new["batch_stats"], {"ce": loss})
+    return loss, step_lib.TaskAux(new_stats, {"ce": loss})
+
+  def predict(self, variables, batch):
+    """Eval-mode outputs of the centre frame of ``color``: ``disp``
+    ``[B, H, W, 1]`` (depth student) or ``logits`` ``[B, H, W, C]``."""
+    out = self.model.apply(variables, toolkit.to_float(batch["color"]), (0,),
+                           train=False, pose=False)
+    if self.kind == "depth":
+      return {"disp": out["disp"][0].astype(jnp.float32)}
+    return {"logits": out["semantics"].astype(jnp.float32)}
 
 
 def make_scorer(config: mlc.ConfigDict, kind: str):
@@ -383,15 +409,15 @@ def make_scorer(config: mlc.ConfigDict, kind: str):
   ``reference`` masks or plain ``l1``) and the per-image berHu; seg: the
   mean pixel entropy and the per-image CE.
   """
-  model = joint.from_config(config.model)
+  task = StudentTask(config, kind)
   lc = config.loss
   masked = config.select.uncertainty == "reference"
   rows = float(lc.berhu_rows)
 
   def score(variables, batch):
-    out = model.apply(variables, to_float(batch["color"]), (0,), train=False)
+    out = task.predict(variables, batch)
     if kind == "depth":
-      disp = out["disp"][0][..., 0].astype(jnp.float32)
+      disp = out["disp"][..., 0]
       target = batch["pseudo_depth"].astype(jnp.float32)
       e = blocks.depth_uncertainty(
           disp, target, masked=masked, low_disp=lc.low_disp,
@@ -399,7 +425,7 @@ def make_scorer(config: mlc.ConfigDict, kind: str):
       mask = _bottom_mask(disp.shape[1], rows)[0]
       loss = jax.vmap(lambda p, t: berhu(p, t, mask))(disp, target)
       return e, loss
-    logits = out["semantics"].astype(jnp.float32)
+    logits = out["logits"]
     loss = jax.vmap(lambda l, y: cross_entropy(l[None], y[None],
                                                IGNORE_INDEX))(
                                                    logits, batch["label"])
@@ -428,21 +454,21 @@ def train_student(config, workdir, rnd: int, kind: str, subset_file: str,
   from sdeseg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   steps = int(config.select.student_steps[rnd])
   cfg = student_config(config, steps)
-  st = stream_with_path(config.data.student,
-                        config.data.student.path or path)
+  st = resolve.with_overrides(
+      config.data.student, path=config.data.student.path or path,
+      load_labeled=True, load_unlabeled=False,
+      pseudo_depth_dir=pseudo_dir if kind == "depth" else "")
   st.subset.mode, st.subset.n, st.subset.file = "fixed", 0, subset_file
-  st.load_labeled, st.load_unlabeled = True, False
-  st.pseudo_depth_dir = pseudo_dir if kind == "depth" else ""
   loader = pipeline.make_loader(
       st, split="train", global_batch_size=cfg.train.batch_size,
-      seed=cfg.seed + rnd, train=True, mesh=mesh, data_dir=data_dir)
-  h, w = tuple(st.crop_size) if len(st.crop_size) else tuple(st.image_size)
-  example = {"color_aug": jax.ShapeDtypeStruct(
-      (cfg.train.batch_size, 1, h, w, 3), jnp.uint8)}
+      seed=cfg.seed + rnd, train=True, data_dir=data_dir)
+  example = toolkit.example_batch(st, cfg.train.batch_size, num_frames=1)
   sdir = os.path.join(workdir, "students", f"round{rnd}")
-  state = trainer.fit(cfg, sdir, task=StudentTask(cfg, kind),
-                      train_iter=loader, example_batch=example, mesh=mesh)
-  loader.close()
+  try:
+    state = trainer.fit(cfg, sdir, task=StudentTask(cfg, kind),
+                        train_iter=loader, example_batch=example, mesh=mesh)
+  finally:
+    loader.close()
   done = int(jax.device_get(state.step))
   if done < steps:
     raise Interrupted(
@@ -459,10 +485,11 @@ def score_pool(config, scorer, state, stream, pseudo_dir, mesh, data_dir,
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   scores = np.zeros(n_pool, np.float32)
   losses = np.zeros(n_pool, np.float32)
-  loader = _eval_loader(s, config, mesh, data_dir)
+  loader = _eval_loader(s, config, data_dir)
   for batch in loader:
-    e, l = jax.device_get(scorer(variables, batch))
-    idx = np.asarray(jax.device_get(batch["index"]))
+    e, l = jax.device_get(scorer(variables, _on_mesh(
+        batch, ("color", "pseudo_depth", "label"), mesh)))
+    idx = np.asarray(batch["index"])
     keep = idx >= 0
     scores[idx[keep]] = np.asarray(e)[keep]
     losses[idx[keep]] = np.asarray(l)[keep]
@@ -507,7 +534,7 @@ def read_lists(workdir: str, schedule) -> list[list[int]]:
     with open(p) as f:
       ids = json.load(f)
     if lists and ids[:len(lists[-1])] != lists[-1]:
-      raise ValueError(f"{p} does not extend the previous round's list; the "
+      raise DatasetError(f"{p} does not extend the previous round's list; the "
                        "workdir is inconsistent (use a new --workdir)")
     lists.append(ids)
   return lists
@@ -545,13 +572,12 @@ def run(config: mlc.ConfigDict, workdir: str) -> dict[str, Any]:
   schedule = [int(n) for n in sc.schedule]
   method, kind = sc.method, STUDENT[sc.method]
   mesh = sharding_lib.make_mesh()
-  path = ensure_data(config, config.data.pool.path or
-                     os.path.join(workdir, "data", "minicity"),
-                     "config.data.pool.path")
+  path = resolve.dataset_root(config, "pool", workdir, folder="minicity",
+                              labels=True)
   data_dir = config.data.tfds_dir or os.path.join(workdir, "tfds")
   stream = pool_stream(config, path)
   teacher = load_teacher(config)
-  n_pool = pool_size(stream, config, mesh, data_dir)
+  n_pool = pool_size(stream, config, data_dir)
   check_pool_size(config, n_pool)
   check_workdir_config(workdir, config)
   t0 = time.time()

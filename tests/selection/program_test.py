@@ -81,10 +81,17 @@ def test_select_end_to_end_resume_and_ssl(pool, monkeypatch):
       assert json.load(f)["method"] == "ds_us"
 
     # The same run, killed (SIGTERM) during round 1's student, then rerun.
+    # It starts from run_a's caches, pseudo depth and rounds 0-1 (valid:
+    # same pool, teacher and config), so only round 1's student trains.
     b = os.path.join(tmp, "run_b")
-    os.makedirs(b)
-    for f in ("selection_cache.npz", "distances.npy"):
-      shutil.copy(os.path.join(a, f), b)  # valid: same pool and teacher
+    for f in ("selection_cache.npz", "distances.npy", "selection_config.json",
+              "nlabels2_subset.json", "nlabels4_subset.json",
+              "rounds/round0.json", "rounds/round1.json",
+              "students/round0/scores.npz"):
+      os.makedirs(os.path.dirname(os.path.join(b, f)), exist_ok=True)
+      shutil.copy(os.path.join(a, f), os.path.join(b, f))
+    shutil.copytree(os.path.join(a, "pseudo_depth"),
+                    os.path.join(b, "pseudo_depth"))
     fit = program.trainer.fit
 
     def killing_fit(config, workdir, *, train_iter, **kw):
@@ -107,10 +114,10 @@ def test_select_end_to_end_resume_and_ssl(pool, monkeypatch):
     monkeypatch.setattr(program.trainer, "fit", fit)
     program.run(cfg, b)
     assert _lists(b) == lists
-    for r in (0, 1):
-      za = np.load(os.path.join(a, "students", f"round{r}", "scores.npz"))
-      zb = np.load(os.path.join(b, "students", f"round{r}", "scores.npz"))
-      np.testing.assert_array_equal(za["scores"], zb["scores"])
+    za = np.load(os.path.join(a, "students", "round1", "scores.npz"))
+    zb = np.load(os.path.join(b, "students", "round1", "scores.npz"))
+    np.testing.assert_array_equal(za["scores"], zb["scores"])
+    np.testing.assert_array_equal(za["losses"], zb["losses"])
 
     # A finished workdir reruns as a no-op with the same lists; another
     # method in it is refused.
