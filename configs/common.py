@@ -128,14 +128,23 @@ def derived(ref: mlc.FieldReference, fn) -> mlc.FieldReference:
   return mlc.FieldReference(ref, field_type=int, op=op)
 
 
+def same_as(ref: mlc.FieldReference) -> mlc.FieldReference:
+  """An int field equal to ``ref`` until it is set itself.
+
+  Unlike assigning ``ref`` (``get_ref``) directly, setting the follower
+  (``--config.train.seed=3``) leaves ``ref`` alone: the link is one-way.
+  """
+  return derived(ref, lambda v: v)
+
+
 def every(num_steps: mlc.FieldReference, interval: int,
           parts: int) -> mlc.FieldReference:
-  """``min(interval, max(1, num_steps // parts))``, following num_steps.
+  """``min(interval, max(1, ceil(num_steps / parts)))``, following num_steps.
 
   The full run keeps the reference's ``interval``; a short run (runlocal,
-  a smoke test) still logs / evaluates / checkpoints ``parts`` times.
+  a smoke test) still logs / evaluates / checkpoints about ``parts`` times.
   """
-  return derived(num_steps, lambda n: min(interval, max(1, n // parts)))
+  return derived(num_steps, lambda n: min(interval, max(1, -(-n // parts))))
 
 
 def minicity_config(**overrides) -> mlc.ConfigDict:
