@@ -58,7 +58,7 @@ from PIL import Image
 
 from sdeseg_jax.data import labels as labels_lib
 
-IGNORE_INDEX = 250
+from sdeseg_jax.constants import IGNORE_INDEX
 LAYOUTS = ("cityscapes", "gta5", "synthia", "camvid")
 
 # Normalised intrinsics (fx/W, fy/H, cx/W, cy/H) of the full-resolution images

@@ -12,8 +12,8 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-IGNORE_INDEX = 250
-TAU = 0.968
+from sdeseg_jax.constants import IGNORE_INDEX
+from sdeseg_jax.constants import PSEUDO_LABEL_TAU as TAU
 
 
 def pseudo_labels_from_probs(

@@ -47,7 +47,7 @@ from sdeseg_jax.mixing import pseudo_label
 from sdeseg_jax.mixing import teacher as teacher_lib
 from sdeseg_jax.train import checkpoint as ckpt_lib
 
-IGNORE_INDEX = 250
+from sdeseg_jax.constants import IGNORE_INDEX
 MASKS = ("depthmix", "classmix", "cutmix", "none")
 DEPTH_SOURCES = ("pseudo", "online", "gt")
 TEACHER_MODES = ("train", "eval")
