@@ -78,7 +78,6 @@ def main():
   from sdeseg_jax.data import resolve  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.eval import depth as depth_eval  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import sde  # pylint: disable=g-import-not-at-top
-  from sdeseg_jax.train import toolkit  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from sdeseg_jax.utils import sharding  # pylint: disable=g-import-not-at-top
 
@@ -136,9 +135,7 @@ def main():
     return res
 
   trainer.fit(config, workdir, task=task, train_iter=loader,
-              example_batch=toolkit.example_batch(
-                  config.data.train, config.train.batch_size,
-                  num_frames=len(config.loss.frame_offsets)), mesh=mesh,
+              example_batch=sde.example_batch(config), mesh=mesh,
               eval_fn=recording_eval)
   loader.close()
   wall = time.time() - t_train

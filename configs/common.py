@@ -10,30 +10,141 @@ from __future__ import annotations
 import ml_collections as mlc
 
 
-def parse_arg(arg: str | None, **spec):
-  """Parses ``"k1=v1,k2"`` into a ConfigDict with defaults and types of spec.
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
 
-  A bare ``k`` sets a boolean ``k`` to True. Unknown keys raise, naming the
-  key and the known ones.
+
+def _typed(key: str, value: str, default):
+  """``value`` (text) converted to the type of ``default``, or a clear error."""
+  def fail(form: str):
+    return ValueError(
+        f"config argument {key}={value!r}: expected {form} (the default is "
+        f"{default!r})")
+
+  if isinstance(default, bool):
+    if value.lower() in _TRUE:
+      return True
+    if value.lower() in _FALSE:
+      return False
+    raise fail("true/false/1/0/yes/no (or a bare `" + key + "` for true)")
+  if isinstance(default, int):
+    try:
+      return int(value)
+    except ValueError:
+      raise fail("an integer, e.g. " + f"{key}={default}") from None
+  if isinstance(default, float):
+    try:
+      return float(value)
+    except ValueError:
+      raise fail("a number, e.g. " + f"{key}={default}") from None
+  if default is None or isinstance(default, str):
+    return value
+  raise TypeError(f"parse_arg: argument {key!r} has a default of type "
+                  f"{type(default).__name__}; use bool, int, float or str")
+
+
+def parse_arg(arg: str | None, **spec) -> mlc.ConfigDict:
+  """Parses a config file's argument ``"k1=v1,k2"`` with typed defaults.
+
+  The part of ``--config=configs/x.py:<arg>`` after the colon. Each value
+  takes the type of its default in ``spec``: booleans accept only
+  true/false/1/0/yes/no (any case), and a bare ``k`` means ``k=true``; ints
+  and floats must parse; strings are taken as given. Anything else (an
+  unknown name, ``runlocal=ture``, ``steps=ten``, a bare non-boolean) raises
+  ValueError naming the argument, its value and the accepted form.
+
+  Args:
+    arg: the argument text, or None / "" for all defaults.
+    **spec: argument names and their defaults (bool, int, float, str).
+
+  Returns:
+    A ConfigDict of every argument in ``spec``.
+
+  Raises:
+    ValueError: for an unknown argument or a value of the wrong form.
   """
   res = mlc.ConfigDict(spec)
-  if arg:
-    for part in arg.split(","):
-      if not part:
-        continue
-      key, _, value = part.partition("=")
-      if key not in spec:
+  for part in (arg or "").split(","):
+    if not part:
+      continue
+    key, eq, value = part.partition("=")
+    key = key.strip()
+    if key not in spec:
+      raise ValueError(
+          f"unknown config argument {key!r} (in {arg!r}); known: "
+          f"{', '.join(sorted(spec))}")
+    default = spec[key]
+    if not eq:
+      if not isinstance(default, bool):
         raise ValueError(
-            f"unknown config argument {key!r}; known: {sorted(spec)}")
-      default = spec[key]
-      if not value:
-        value = True
-      elif isinstance(default, bool):
-        value = value.lower() in ("1", "true", "yes")
-      elif default is not None:
-        value = type(default)(value)
-      res[key] = value
+            f"config argument {key!r} needs a value: {key}=<value> (the "
+            f"default is {default!r}); only true/false arguments may stand "
+            "alone")
+      res[key] = True
+    else:
+      res[key] = _typed(key, value, default)
   return res
+
+
+def strict_update(c: mlc.ConfigDict, overrides: dict,
+                  section: str) -> mlc.ConfigDict:
+  """``c.update(overrides)``, refusing keys ``c`` does not have.
+
+  Args:
+    c: the section built with every key and its default.
+    overrides: keyword overrides given to the builder.
+    section: the section, for the message (e.g. "train config").
+
+  Returns:
+    ``c``, updated.
+
+  Raises:
+    ValueError: naming the unknown keys and the known ones.
+  """
+  unknown = sorted(set(overrides) - set(c.keys()))
+  if unknown:
+    raise ValueError(
+        f"unknown {section} keys {unknown}; known: {sorted(c.keys())}")
+  c.update(overrides)
+  return c
+
+
+def derived(ref: mlc.FieldReference, fn) -> mlc.FieldReference:
+  """An int field computed from ``ref`` (e.g. ``num_steps``) when read.
+
+  Intervals and LR steps that depend on the run length follow a later
+  ``runlocal`` block or a ``--config.train.num_steps=N`` override; setting
+  the derived key itself (``--config.optim.step_size=5``) replaces it.
+
+  Args:
+    ref: an int reference, ``config.train.get_ref("num_steps")``.
+    fn: int -> int.
+
+  Returns:
+    A FieldReference of type int.
+  """
+  # pylint: disable-next=protected-access
+  op = mlc.config_dict.config_dict._Op(lambda v: int(fn(v)), [])
+  return mlc.FieldReference(ref, field_type=int, op=op)
+
+
+def same_as(ref: mlc.FieldReference) -> mlc.FieldReference:
+  """An int field equal to ``ref`` until it is set itself.
+
+  Unlike assigning ``ref`` (``get_ref``) directly, setting the follower
+  (``--config.train.seed=3``) leaves ``ref`` alone: the link is one-way.
+  """
+  return derived(ref, lambda v: v)
+
+
+def every(num_steps: mlc.FieldReference, interval: int,
+          parts: int) -> mlc.FieldReference:
+  """``min(interval, max(1, ceil(num_steps / parts)))``, following num_steps.
+
+  The full run keeps the reference's ``interval``; a short run (runlocal,
+  a smoke test) still logs / evaluates / checkpoints about ``parts`` times.
+  """
+  return derived(num_steps, lambda n: min(interval, max(1, -(-n // parts))))
 
 
 def minicity_config(**overrides) -> mlc.ConfigDict:
@@ -46,19 +157,27 @@ def minicity_config(**overrides) -> mlc.ConfigDict:
   c.num_train_sequences = 24
   c.num_val_sequences = 6
   c.frames_per_sequence = 3  # rendered frames around the annotated one
-  c.update(overrides)
+  strict_update(c, overrides, "minicity config")
   return c
 
 
-def train_config(**overrides) -> mlc.ConfigDict:
+def train_config(*, batch_size: int | None = 4,
+                 **overrides) -> mlc.ConfigDict:
   """Settings of the training loop (``sdeseg_jax.train.trainer``).
 
   Intervals are in optimiser steps; ``0`` disables an action. The final step
   always logs, evaluates and checkpoints.
+
+  Args:
+    batch_size: the global batch, split over all devices; None for a task
+      that sets its batch sizes elsewhere (SSDA: ``config.ssda.batch_*``),
+      which then has no ``batch_size`` key.
+    **overrides: any key below.
   """
   c = mlc.ConfigDict()
   c.num_steps = 1000
-  c.batch_size = 4          # global batch, split over all devices
+  if batch_size is not None:
+    c.batch_size = batch_size
   c.seed = 0
   c.log_every = 50
   c.eval_every = 500
@@ -73,7 +192,7 @@ def train_config(**overrides) -> mlc.ConfigDict:
   # (reference: updated by its own train-mode forwards) | ema (averaged
   # student statistics) | student (a copy of the student's).
   c.teacher_batch_stats = "own"
-  c.update(overrides)
+  strict_update(c, overrides, "train config")
   return c
 
 
@@ -99,7 +218,7 @@ def optim_config(**overrides) -> mlc.ConfigDict:
   c.decay_steps = 40000     # poly
   c.poly_power = 0.9
   c.clip_norm = 0.0         # <= 0: no clipping
-  c.update(overrides)
+  strict_update(c, overrides, "optim config")
   return c
 
 
@@ -124,7 +243,7 @@ def sde_loss_config(**overrides) -> mlc.ConfigDict:
   # (`gt_cam_T_cam`, needs a MiniCity stream with `with_pose`) instead of the
   # pose net's, to separate depth learning from pose learning.
   c.gt_pose = False
-  c.update(overrides)
+  strict_update(c, overrides, "sde loss config")
   return c
 
 
@@ -148,7 +267,7 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
 
   Returns:
     A ConfigDict with ``encoder_depth`` (10|18|34|50|101), ``output_stride``
-    (16|32), ``width`` (ResNet base width), ``frozen_encoder_bn``, ``decoder``
+    (16|32), ``width`` (ResNet base width), ``decoder``
     (variant name in ``sdeseg_jax.models.decoders.DECODER_VARIANTS``),
     ``seg_head`` (none|pad|transfer|transfer_student), ``num_classes``,
     ``depth`` (depth outputs of a transfer-head net), ``pose``,
@@ -163,7 +282,6 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
   c.encoder_depth = 101
   c.output_stride = 16
   c.width = 64
-  c.frozen_encoder_bn = False
   c.decoder = "dec6"
   c.seg_head = "pad"
   c.num_classes = 19
@@ -202,11 +320,7 @@ def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
   else:
     raise ValueError(f"unknown model variant {variant!r}; known: sde, "
                      "sde_source, ssl, transfer, student, tiny")
-  unknown = sorted(set(overrides) - set(c.keys()))
-  if unknown:
-    raise ValueError(f"unknown model config keys {unknown}; known: "
-                     f"{sorted(c.keys())}")
-  c.update(overrides)
+  strict_update(c, overrides, "model config")
   return c
 
 
@@ -262,7 +376,7 @@ def stream_config(name: str, layout: str, **overrides) -> mlc.ConfigDict:
   c.load_unlabeled = False          # deliver the rest (label all 250)
   c.num_workers = 2                 # grain worker processes (0 = in-process)
   c.worker_buffer_size = 2          # batches buffered per worker
-  c.update(overrides)
+  strict_update(c, overrides, "stream config")
   return c
 
 

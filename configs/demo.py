@@ -13,16 +13,17 @@ evaluate and write ``report.md`` (mIoU table, depth metrics, prediction and
 DepthMix images). Measured: 513 s on a 2-core CPU shared with other jobs
 (load ~5): SDEs ~2 min each, SSDA 300 steps ~3.5 min; target val mIoU ~19.
 
-``--config=configs/demo.py:tiny`` shrinks everything (CI runs it end to
-end); other arguments: ``sde_steps``, ``ssda_steps``, ``row`` (a row of
-``configs/ssda_gta.py:ROWS``).
+``--config=configs/demo.py:tiny`` (or ``runlocal``, the same) shrinks
+everything (CI runs it end to end); other arguments: ``sde_steps``,
+``ssda_steps``, ``row`` (a row of ``configs/ssda_gta.py:ROWS``), ``seed``
+(of every training run).
 """
 
 from configs import common
 from configs import sde_cityscapes
 from configs import ssda_minicity
 
-VARIANTS = ("tiny", "tiny,row=cdm_tdm_mgs")
+VARIANTS = ("tiny", "tiny,row=cdm_tdm_mgs", "runlocal")
 
 # The demo's networks: narrow ResNet-10 + tiny U-Net decoder, shared by the
 # SDEs and the SSDA net so that the SDE weights initialise the latter.
@@ -31,11 +32,12 @@ WIDTH = 16
 
 
 def sde_config(train_stream, val_stream, *, steps: int, lr: float,
-               batch_size: int, eval_split: str) -> common.mlc.ConfigDict:
+               batch_size: int, eval_split: str,
+               seed: int = 0) -> common.mlc.ConfigDict:
   """An SDE run on one MiniCity domain (paths are set by the demo)."""
   config = common.mlc.ConfigDict()
   config.mode = "sde"
-  config.seed = 0
+  config.seed = seed
   offsets = (-1, 0, 1)
   sde_cityscapes.sde_sections(config, train_stream=train_stream,
                               val_stream=val_stream, frame_offsets=offsets)
@@ -46,7 +48,8 @@ def sde_config(train_stream, val_stream, *, steps: int, lr: float,
       pose_depth=10)
   config.train = common.train_config(
       num_steps=steps, batch_size=batch_size, log_every=max(1, steps // 10),
-      eval_every=0, image_every=0, checkpoint_every=max(1, steps // 2))
+      eval_every=0, image_every=0, checkpoint_every=max(1, steps // 2),
+      seed=common.same_as(config.get_ref("seed")))
   config.optim = common.optim_config(
       name="adam", lr=lr, schedule="multistep",
       milestones=(max(1, int(steps * 0.75)),), gamma=0.1)
@@ -59,11 +62,14 @@ def sde_config(train_stream, val_stream, *, steps: int, lr: float,
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, sde_steps=0, ssda_steps=0,
-                       row="full")
+  a = common.parse_arg(arg, tiny=False, runlocal=False, sde_steps=0,
+                       ssda_steps=0, row="full", seed=0)
+  a.tiny = a.tiny or a.runlocal
   config = common.mlc.ConfigDict()
   config.mode = "demo"
-  config.seed = 0
+  # The one seed of the three training runs (the MiniCity worlds keep
+  # their own fixed seeds: the data, not the run, on purpose).
+  config.seed = a.seed
   n_train, n_val = (4, 2) if a.tiny else (24, 6)
   width, height = (64, 32) if a.tiny else (128, 64)
   sde_steps = a.sde_steps or (2 if a.tiny else 300)
@@ -108,14 +114,16 @@ def get_config(arg=None):
       num_scales=1)
   bs = 4
   config.sde_target = sde_config(target_sde, target_val, steps=sde_steps,
-                                 lr=3e-4, batch_size=bs, eval_split="val")
+                                 lr=3e-4, batch_size=bs, eval_split="val",
+                                 seed=a.seed)
   config.sde_source = sde_config(source_sde, source_seg, steps=sde_steps,
-                                 lr=3e-4, batch_size=bs, eval_split="")
+                                 lr=3e-4, batch_size=bs, eval_split="",
+                                 seed=a.seed)
   # SSDA on the two MiniCity domains (data_root = the demo workdir).
   n_labeled = 2 if a.tiny else 8
   config.ssda = ssda_minicity.get_config(
       f"row={a.row},n={n_labeled},steps={ssda_steps},height={height},"
-      f"width={width},crop={height},val_count={n_val}")
+      f"width={width},crop={height},val_count={n_val},seed={a.seed}")
   config.ssda.ssda.batch_target = 4
   config.ssda.ssda.batch_source = 4
   config.ssda.ssda.batch_unlabeled = 4

@@ -20,7 +20,8 @@ colour augmentation, every sequence frame with both neighbours:
 (REFERENCE_SPEC 4.1, 10.11). Intrinsics default to the master (CVPR) K
 (``master_k``; REFERENCE_SPEC 1.6) that produced the released checkpoints.
 The reference trains stage 2 with AMP; this port stays fp32 unless
-``dtype=bfloat16``.
+``dtype=bfloat16``. ``seed`` drives initialisation and data order.
+``runlocal``: 10 steps (the LR milestone and the intervals scaled down).
 
 Pseudo depth (``mode=export_depth``, REFERENCE_SPEC 5.5) is exported over
 the annotated images (stream ``config.data.seg``: ``leftImg8bit/``, frame
@@ -108,16 +109,26 @@ def sde_sections(config, *, train_stream, val_stream, frame_offsets):
   return config
 
 
+def scaled_milestone(milestone: int, steps: int, full_steps: int) -> int:
+  """The reference's absolute LR milestone, scaled to a shorter run.
+
+  ``milestone`` at the full ``full_steps``; a runlocal run of ``steps``
+  drops the LR at the same fraction of its length (or never, where the
+  reference's milestone lies past the end, as in Cityscapes stage 2).
+  """
+  return max(1, milestone * steps // full_steps)
+
+
 def get_config(arg=None):
   parse_export(arg)
   a = common.parse_arg(arg, stage=2, fd=True, runlocal=False, path="",
                        init="", imnet="", pose_imnet="", master_k=True,
-                       dtype="float32", export="")
+                       dtype="float32", export="", seed=0)
   if a.stage not in (0, 1, 2):
     raise ValueError(f"stage={a.stage}; choose 0, 1 or 2")
   config = common.mlc.ConfigDict()
   config.mode = "sde"
-  config.seed = 0
+  config.seed = a.seed
   crop = () if a.stage == 0 else (512, 512)
   offsets = (-1, 0, 1)
   intr = "master_compat" if a.master_k else "ssda"
@@ -142,23 +153,28 @@ def get_config(arg=None):
       dtype=a.dtype)
   config.loss.feature_distance_weight = 1e-2 if fd else 0.0
   iters = {0: 300_000, 1: 300_000, 2: 100_000}[a.stage]
+  full_steps = iters - 1
+  steps = 10 if a.runlocal else full_steps
   config.train = common.train_config(
-      num_steps=iters - 1, batch_size=2 if a.stage == 0 else 4,
-      log_every=100, eval_every=5000, image_every=5000,
-      checkpoint_every=5000)
+      num_steps=steps, batch_size=2 if a.stage == 0 and not a.runlocal
+      else 4, seed=common.same_as(config.get_ref("seed")))
+  n = config.train.get_ref("num_steps")
+  config.train.log_every = common.every(n, 100, 10)
+  config.train.eval_every = common.every(n, 5000, 2)
+  config.train.image_every = common.same_as(
+      config.train.get_ref("eval_every"))
+  config.train.checkpoint_every = common.every(n, 5000, 2)
   groups = (("imnet_encoder/.*", "frozen"),) if fd else ()
   if a.stage in (0, 1):
     groups = (("encoder/.*", "frozen"),)
   config.optim = common.optim_config(
       name="adam", lr=1e-5 if a.stage == 2 else 1e-4, groups=groups,
-      schedule="multistep", milestones=(160_000,), gamma=0.1)
+      schedule="multistep", milestones=(scaled_milestone(160_000, steps,
+                                                         full_steps),),
+      gamma=0.1)
   config.init.checkpoint = a.init
   config.init.patterns = {0: (), 1: ("pose/.*",),
                           2: ("depth/.*", "pose/.*")}[a.stage]
   if a.runlocal:
-    config.train.num_steps = 10
-    config.train.batch_size = 4
-    config.train.log_every = 1
-    config.train.eval_every = config.train.checkpoint_every = 5
     config.eval.num_batches = 2
   return config

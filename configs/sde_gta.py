@@ -25,6 +25,10 @@ dataset (GTASeq fx=1.206285, fy=2.144507, principal point at the centre, as
 fractions of the image size), no feature distance. The reference feeds the
 pose net *uncropped* frames (``provide_uncropped_for_pose``); this port feeds
 it the crop (optional in the task description).
+
+Arguments: ``path``, ``imnet``, ``pose_imnet`` (encoder weights),
+``dtype``, ``export``, ``seed`` (initialisation and data order),
+``runlocal`` (10 steps, milestone and intervals scaled down).
 """
 
 from configs import common
@@ -40,10 +44,10 @@ INTRINSICS = (1.206285, 2.144507, 0.5, 0.5)
 def source_sde_config(arg, layout, intrinsics, name):
   sde_cityscapes.parse_export(arg)
   a = common.parse_arg(arg, runlocal=False, path="", imnet="",
-                       pose_imnet="", dtype="float32", export="")
+                       pose_imnet="", dtype="float32", export="", seed=0)
   config = common.mlc.ConfigDict()
   config.mode = "sde"
-  config.seed = 0
+  config.seed = a.seed
   offsets = (-1, 0, 1)
   train_stream = common.stream_config(
       f"{name}_sde", layout, path=a.path, frame_offsets=offsets,
@@ -65,16 +69,20 @@ def source_sde_config(arg, layout, intrinsics, name):
   config.model = common.model_config(
       "sde_source", encoder_init=a.imnet, pose_encoder_init=a.pose_imnet,
       dtype=a.dtype)
+  full_steps = 350_000 - 1
+  steps = 10 if a.runlocal else full_steps
   config.train = common.train_config(
-      num_steps=350_000 - 1, batch_size=4, log_every=100, eval_every=0,
-      image_every=0, checkpoint_every=5000)
+      num_steps=steps, batch_size=4, eval_every=0, image_every=0,
+      seed=common.same_as(config.get_ref("seed")))
+  n = config.train.get_ref("num_steps")
+  config.train.log_every = common.every(n, 100, 10)
+  config.train.checkpoint_every = common.every(n, 5000, 2)
   config.optim = common.optim_config(
       name="adam", lr=1e-4, groups=(("encoder/.*", 1e-5), ("pose/.*", 1e-4)),
-      schedule="multistep", milestones=(160_000,), gamma=0.1)
-  if a.runlocal:
-    config.train.num_steps = 10
-    config.train.log_every = 1
-    config.train.checkpoint_every = 5
+      schedule="multistep",
+      milestones=(sde_cityscapes.scaled_milestone(160_000, steps,
+                                                  full_steps),),
+      gamma=0.1)
   return config
 
 

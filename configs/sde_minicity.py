@@ -10,7 +10,9 @@ both neighbours (``all_frames``; 48 sequences x 8 = 384 samples instead of
 48 annotated frames with the old 3-frame default). The model is a narrow
 ResNet-18 (``width`` channels in the stem) with the tiny U-Net decoder and a
 ResNet-10 pose net; frames (-gap, 0, gap) at the full rendered size, flip +
-SDE colour augmentation, Adam ``lr`` (x0.1 after 75% of the steps;
+SDE colour augmentation, Adam ``lr`` (x0.1 after 75% of the steps, which
+follows ``--config.train.num_steps`` as the log, eval and checkpoint
+intervals do;
 ``pose_lr`` > 0 gives the pose net its own rate), true MiniCity intrinsics
 with the renderer's pixel-centre convention (``intrinsics_mode="exact"``).
 Depth is evaluated against MiniCity's rendered depth on the annotated val
@@ -23,7 +25,9 @@ net starts at a forward translation of that size
 (``config.model.pose_translation_prior``); without it the randomly
 initialised pose net settles on a wrong direction of travel (the reference
 starts its pose encoder from ImageNet, which this machine does not have).
-``runlocal``: a few steps of a smaller world, for smoke tests.
+``seed`` drives initialisation and data order (the MiniCity world itself
+is fixed, seed 0). ``runlocal``: 6 steps of a smaller world, for smoke
+tests.
 """
 
 from configs import common
@@ -67,21 +71,26 @@ def get_config(arg=None):
       pose_depth=10,
       pose_translation_prior=((0.0, 0.0, -a.pose_prior) if a.pose_prior
                               else ()))
+  steps = 6 if a.runlocal else a.steps
   config.train = common.train_config(
-      num_steps=a.steps, batch_size=a.batch_size, log_every=50,
-      eval_every=500, checkpoint_every=500, seed=a.seed)
-  # Derived through references, so --config.train.x overrides carry over.
-  config.train.image_every = config.train.get_ref("eval_every")
+      num_steps=steps, batch_size=a.batch_size,
+      seed=common.same_as(config.get_ref("seed")))
+  # Derived through references, so that --config.train.num_steps=N (or
+  # --config.train.eval_every) carries over to everything that follows it.
+  n = config.train.get_ref("num_steps")
+  config.train.log_every = common.every(n, 50, 3)
+  config.train.eval_every = common.every(n, 500, 1)
+  config.train.checkpoint_every = common.every(n, 500, 2)
+  config.train.image_every = common.same_as(
+      config.train.get_ref("eval_every"))
+  # x0.1 once, after 75% of the steps (a step schedule whose second drop
+  # would fall after the end).
   config.optim = common.optim_config(
-      name="adam", lr=a.lr, schedule="multistep",
-      milestones=(int(a.steps * 0.75),), gamma=0.1,
+      name="adam", lr=a.lr, schedule="step",
+      step_size=common.derived(n, lambda v: max(1, int(v * 0.75))),
+      gamma=0.1,
       groups=((("pose/.*", a.pose_lr),) if a.pose_lr > 0 else ()))
   config.eval.batch_size = 4
   if a.runlocal:
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.eval_every = 6
-    config.train.checkpoint_every = 3
-    config.optim.milestones = (4,)
     config.eval.num_batches = 1
   return config

@@ -41,7 +41,9 @@ Arguments (``--config=configs/ssda_gta.py:row=dacs,n=200``):
   ``leftImg8bit/``) at 1024x512.
 * ``fs_miou``: the fully-supervised baseline's mIoU (percent) for the
   "relative" column of Tables 15/16.
-* ``runlocal``: a few steps at a small size.
+* ``seed``: the run's seed (initialisation and data order; default 42).
+  The random labeled subset keeps the reference's ``np.random.seed(42)``.
+* ``runlocal``: 4 steps (LR step and intervals follow the step count).
 
 Command sequence (``docs/reproduce.md``; ``S`` = ``paper`` or
 ``reference``, the same for every step)::
@@ -65,6 +67,7 @@ path=/data/cityscapes --config.export.out_dir=/data/pseudo_depth/cityscapes
 
 from configs import common
 from configs import ssl_cityscapes
+from sdeseg_jax import constants
 
 # The size every SSDA image is resized to (H, W), the training crop and the
 # Cityscapes full resolution (W, H). Pseudo depth must be exported at
@@ -155,11 +158,11 @@ def ssda_method(row: str, **overrides) -> common.mlc.ConfigDict:
   c.mgs = r["mgs"]                # Matching Geometry Sampling
   c.multitask = r["mtl"]          # L_D on the labeled target frames
   c.num_candidates = 5            # |C_src| per target sample
-  c.depth_scale = "paper"         # paper | reference (module docstring)
-  c.mgs_criterion = ""            # "" = follow depth_scale; paper|reference
+  # paper | reference (module docstring); also picks the MGS criterion.
+  c.depth_scale = "paper"
   c.margin = 0.03                 # DepthMix margin (normalised disparity)
   c.margin_random_flip = True     # CDM: sign flipped with p 0.5 per pair
-  c.tau = 0.968                   # pseudo-label confidence threshold
+  c.tau = constants.PSEUDO_LABEL_TAU  # pseudo-label confidence threshold
   c.augment = "kornia04"          # strong augmentation of mixed images
   # train (reference) | eval (needs train.teacher_batch_stats ema|student)
   c.teacher_mode = "train"
@@ -171,7 +174,7 @@ def ssda_method(row: str, **overrides) -> common.mlc.ConfigDict:
   c.depth_weight = 1.0            # monodepth_lambda
   c.cdm_weight = 1.0
   c.tdm_weight = 1.0
-  c.update(overrides)
+  common.strict_update(c, overrides, "ssda config")
   return c
 
 
@@ -181,10 +184,17 @@ def ssda_config(*, row: str, target, source, unlabeled, val,
                 fs_miou: float = 0.0, relative_to: str = "",
                 init_checkpoint: str = "", depth_scale: str = "paper",
                 seed: int = 42) -> common.mlc.ConfigDict:
-  """Assembles a full ``mode=ssda`` config from its parts."""
+  """Assembles a full ``mode=ssda`` config from its parts.
+
+  ``seed`` is the run's one seed: data order and (through
+  ``config.train.seed``, a reference to it) initialisation. The labeled
+  subset keeps its own seed on purpose (the reference's fixed
+  ``np.random.seed(42)``; ``target.subset.seed``).
+  """
   config = common.mlc.ConfigDict()
   config.mode = "ssda"
   config.seed = seed
+  train.seed = common.same_as(config.get_ref("seed"))
   config.data_root = ""           # the one folder override (see docstring)
   config.folders = common.mlc.ConfigDict(folders)
   config.data = common.data_config(target=target, source=source,
@@ -212,14 +222,22 @@ def ssda_config(*, row: str, target, source, unlabeled, val,
   return config
 
 
-def reference_optim(num_steps: int, mtl: bool) -> common.mlc.ConfigDict:
-  """SGD 1e-2 / encoder 1e-3 (/ pose 1e-6), wd 5e-4, clip 10, x0.1 @ 30k."""
+def reference_optim(num_steps, mtl: bool) -> common.mlc.ConfigDict:
+  """SGD 1e-2 / encoder 1e-3 (/ pose 1e-6), wd 5e-4, clip 10, x0.1 @ 30k.
+
+  Args:
+    num_steps: ``config.train.get_ref("num_steps")``: the LR step is
+      ``min(30000, 75% of the steps)`` of whatever the run length becomes.
+    mtl: the multi-task row (adds the pose group).
+  """
   groups = (("encoder/.*", 1e-3),)
   if mtl:
     groups += (("pose/.*", 1e-6),)
   return common.optim_config(
       name="sgd", lr=1e-2, groups=groups, momentum=0.9, weight_decay=5e-4,
-      schedule="step", step_size=min(30000, max(1, int(num_steps * 0.75))),
+      schedule="step",
+      step_size=common.derived(num_steps,
+                               lambda n: min(30000, max(1, int(n * 0.75)))),
       gamma=0.1, clip_norm=10.0)
 
 
@@ -228,7 +246,7 @@ def real_config(arg, *, source_layout: str, source_folder: str,
   """Config of a real-data SSDA run (GTA5 or Synthia -> Cityscapes)."""
   a = common.parse_arg(arg, row="full", n=100, labels="", depth_scale="paper",
                        fs_miou=0.0, runlocal=False, imnet="", pose_imnet="",
-                       sde="", dtype="float32")
+                       sde="", dtype="float32", seed=42)
   r = ROWS.get(a.row)
   if r is None:
     raise ValueError(f"unknown row {a.row!r}; choose one of {sorted(ROWS)}")
@@ -263,24 +281,24 @@ def real_config(arg, *, source_layout: str, source_folder: str,
                                 dtype=a.dtype)
   model.encoder_init = a.imnet
   model.pose_encoder_init = a.pose_imnet if mtl else ""
-  num_steps = 40_000 - 1  # the reference's off-by-one loop (§4.1)
+  # The reference's off-by-one loop runs 39,999 of its 40k iterations.
+  steps = 4 if a.runlocal else 40_000 - 1
   train = common.train_config(
-      num_steps=num_steps, batch_size=2, log_every=50,
-      eval_every=2500, image_every=2500, checkpoint_every=2500,
-      use_ema=True, ema_decay=0.99)
-  train.use_ema = r["cdm"] != "none" or r["tdm"]
+      num_steps=steps, batch_size=None, ema_decay=0.99,
+      use_ema=r["cdm"] != "none" or r["tdm"])
+  n = train.get_ref("num_steps")
+  train.log_every = common.every(n, 50, 4)
+  train.eval_every = common.every(n, 2500, 1)
+  train.image_every = common.same_as(train.get_ref("eval_every"))
+  train.checkpoint_every = common.every(n, 2500, 2)
   config = ssda_config(
       row=a.row, target=target, source=source, unlabeled=unlabeled, val=val,
       folders=folders, model=model, train=train,
-      optim=reference_optim(num_steps, mtl), class_subsets=class_subsets,
+      optim=reference_optim(n, mtl), class_subsets=class_subsets,
       fs_miou=a.fs_miou, relative_to=relative_to,
       init_checkpoint=(a.sde or "auto") if mtl else "",
-      depth_scale=a.depth_scale)
+      depth_scale=a.depth_scale, seed=a.seed)
   if a.runlocal:
-    config.train.num_steps = 4
-    config.train.log_every = 1
-    config.train.eval_every = 4
-    config.train.checkpoint_every = 2
     config.eval.num_batches = 1
     for s in (target, unlabeled, source, val):
       s.num_workers = 0

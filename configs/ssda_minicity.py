@@ -11,8 +11,9 @@ U-Net decoder (``model_config("tiny")`` widths), so the SDE weights fit.
 
 Arguments: ``row`` (``configs/ssda_gta.py:ROWS``), ``n`` labeled target
 images, ``steps``, ``height``/``width`` of the images, ``crop`` (square
-training crop), ``depth_scale``, ``seed``, ``runlocal`` (a few steps at
-32x64, for tests).
+training crop), ``depth_scale``, ``seed`` (initialisation and data order;
+the labeled subset keeps seed 42 as the reference), ``runlocal`` (3 steps
+at 32x64, for tests; the LR step and the intervals follow the step count).
 """
 
 from configs import common
@@ -77,23 +78,22 @@ def get_config(arg=None):
       "minicity_gta5", "gta5", image_size=size, crop_size=crop,
       full_res=full_res, val_count=a.val_count, num_workers=0, num_scales=1,
       pseudo_depth_encoding="u16")
+  steps = 3 if a.runlocal else a.steps
   train = common.train_config(
-      num_steps=a.steps, batch_size=2, seed=a.seed, log_every=25,
-      eval_every=a.steps, image_every=0, checkpoint_every=100,
+      num_steps=steps, batch_size=None, image_every=0,
       use_ema=r["cdm"] != "none" or r["tdm"], ema_decay=0.99)
+  n = train.get_ref("num_steps")
+  train.log_every = common.every(n, 25, 3)
+  train.eval_every = common.same_as(n)  # at the end
+  train.checkpoint_every = common.every(n, 100, 2)
   optim = common.optim_config(
       name="sgd", lr=a.lr, groups=(("encoder/.*", a.lr / 10),) + (
           (("pose/.*", 1e-6),) if mtl else ()),
       momentum=0.9, weight_decay=5e-4, schedule="step",
-      step_size=max(1, int(a.steps * 0.75)), gamma=0.1, clip_norm=10.0)
-  config = ssda_gta.ssda_config(
+      step_size=common.derived(n, lambda v: max(1, int(v * 0.75))),
+      gamma=0.1, clip_norm=10.0)
+  return ssda_gta.ssda_config(
       row=a.row, target=target, source=source, unlabeled=unlabeled,
       val=val, folders=FOLDERS, model=model(a.row), train=train,
       optim=optim, eval_batch_size=4, init_checkpoint="auto" if mtl else "",
       depth_scale=a.depth_scale, seed=a.seed)
-  if a.runlocal:
-    config.train.num_steps = 3
-    config.train.log_every = 1
-    config.train.eval_every = 3
-    config.train.checkpoint_every = 2
-  return config

@@ -1,7 +1,7 @@
 r"""SSDA Synthia -> Cityscapes (IJCV Tables 13, 14, 16).
 
 Same recipe and arguments as ``configs/ssda_gta.py`` (``row``, ``n``,
-``labels``, ``depth_scale``, ``fs_miou``, ``runlocal``), with the Synthia
+``labels``, ``depth_scale``, ``fs_miou``, ``seed``, ``runlocal``), with the Synthia
 source (``<data_root>/synthia``: ``RGB(_small)/``,
 ``synthia_mapped_to_cityscapes/``; pseudo depth of the Synthia SDE in
 ``<data_root>/pseudo_depth/synthia``). The network keeps 19 classes, as the
@@ -24,8 +24,7 @@ path=/data/cityscapes --config.export.out_dir=/data/pseudo_depth/cityscapes
 """
 
 from configs import ssda_gta
-from sdeseg_jax.eval.segmentation import SYNTHIA_13_CLASSES
-from sdeseg_jax.eval.segmentation import SYNTHIA_16_CLASSES
+from sdeseg_jax.data import labels
 
 VARIANTS = ssda_gta.VARIANTS
 
@@ -33,8 +32,8 @@ VARIANTS = ssda_gta.VARIANTS
 def get_config(arg=None):
   config = ssda_gta.real_config(
       arg, source_layout="synthia", source_folder="synthia",
-      class_subsets=(("miou16", SYNTHIA_16_CLASSES),
-                     ("miou13", SYNTHIA_13_CLASSES)),
+      class_subsets=(("miou16", labels.SYNTHIA_16_TRAIN_IDS),
+                     ("miou13", labels.SYNTHIA_13_TRAIN_IDS)),
       relative_to="miou16")
-  config.eval.table_classes = SYNTHIA_16_CLASSES
+  config.eval.table_classes = labels.SYNTHIA_16_TRAIN_IDS
   return config

@@ -18,6 +18,7 @@ outputs (the reference's [BUG], §1.3; class 11 never occurs in the labels);
 
 from configs import common
 from configs import ssl_cityscapes
+from sdeseg_jax.data import labels
 
 ROWS = ("baseline", "classmix", "transfer_depthmix")
 LABELS = (50, 100, 367)
@@ -36,14 +37,16 @@ def get_config(arg=None):
       imnet="", pose_imnet="", sde="", pseudo_depth="", teacher="train",
       q_per_image=False, aug="kornia04", paper_dlr=False, ref_steps=False,
       sde_twice=True, full_eval=False, classes11=False, runlocal=False)
-  model, _, mask, use_gt, depth_source, _ = ssl_cityscapes.row_spec(a.row)
-  if model != "transfer":
+  r = ssl_cityscapes.row_spec(a.row)
+  use_gt, depth_source = r["use_gt"], r["depth"]
+  if r["model"] != "transfer":
     raise ValueError(f"row={a.row!r} needs sequences; CamVid rows: "
                      f"{ROWS}")
   config = common.mlc.ConfigDict()
   config.mode = "ssl"
   config.seed = a.seed
   sub = ssl_cityscapes.subset(a, n_total=367)  # CamVid train: 367 images
+  sub.seed = common.same_as(config.get_ref("seed"))  # the one seed
   stream = dict(path=a.path, frame_offsets=(0,), image_size=(512, 672),
                 crop_size=(512, 512), flip_prob=0.5)
   labeled = common.stream_config("camvid_ssl", "camvid", **stream)
@@ -56,7 +59,6 @@ def get_config(arg=None):
   val = common.stream_config("camvid_test", "camvid", path=a.path,
                              image_size=(512, 672), crop_size=(),
                              flip_prob=0.0)
-  from sdeseg_jax.data import labels  # pylint: disable=g-import-not-at-top
   n_cls = 11 if a.classes11 else labels.CAMVID_REFERENCE_NUM_CLASSES
   config.model = common.model_config(
       "transfer", encoder_init=a.imnet, pose=False, depth=False,
@@ -67,8 +69,6 @@ def get_config(arg=None):
       class_names=(labels.CAMVID_CLASS_NAMES + ("unlabeled",))[:n_cls])
   config.eval.split = "test"
   if a.runlocal:
-    config.train.num_steps = 4
-    config.train.log_every = 1
-    config.train.eval_every = config.train.checkpoint_every = 2
+    config.train.num_steps = 4  # intervals and LR step follow
     config.eval.num_batches = 2
   return config

@@ -42,6 +42,8 @@ applies it to the unlabeled batch in 212), ``full_eval`` (also evaluate at
 """
 
 from configs import common
+from sdeseg_jax import constants
+from sdeseg_jax.data import labels
 
 ROWS = ("baseline", "pseudo", "classmix", "classmix_video", "cutmix",
         "depthmix", "transfer", "transfer_fd", "mtl", "transfer_depthmix",
@@ -65,28 +67,40 @@ VARIANTS = tuple(
             "row=depthmix,aug=standard", "row=mtl_depthmix,full_eval",
             "runlocal")
 
-# What each row switches on: (model, SDE init, mask, mix with GT,
-# DepthMix depth, unlabeled from all frames).
+# What each row switches on: ``model`` (model_config variant), ``init``
+# ("sde": encoder and decoders from an SDE run), ``mask`` ("" = no
+# unlabeled branch; none | classmix | cutmix | depthmix), ``use_gt`` (mix
+# with the labeled ground truth), ``depth`` (DepthMix depth: pseudo |
+# online) and ``video`` (unlabeled images from every sequence frame).
+def _row(model, init="", mask="", use_gt=False, depth="", video=False):
+  return dict(model=model, init=init, mask=mask, use_gt=use_gt, depth=depth,
+              video=video)
+
+
 _ROW_SPEC = {
-    "baseline": ("transfer", "", "", False, "", False),
-    "pseudo": ("transfer", "", "none", False, "", False),
-    "classmix": ("transfer", "", "classmix", False, "", False),
-    "classmix_video": ("transfer", "", "classmix", False, "", True),
-    "cutmix": ("transfer", "", "cutmix", False, "", False),
-    "depthmix": ("transfer", "", "depthmix", True, "pseudo", False),
-    "transfer": ("transfer", "sde", "", False, "", False),
-    "transfer_fd": ("transfer", "sde", "", False, "", False),
-    "mtl": ("ssl", "sde", "", False, "", False),
-    "transfer_depthmix": ("transfer", "sde", "depthmix", True, "pseudo",
-                          False),
-    "mtl_depthmix": ("ssl", "sde", "depthmix", True, "online", False),
+    "baseline": _row("transfer"),
+    "pseudo": _row("transfer", mask="none"),
+    "classmix": _row("transfer", mask="classmix"),
+    "classmix_video": _row("transfer", mask="classmix", video=True),
+    "cutmix": _row("transfer", mask="cutmix"),
+    "depthmix": _row("transfer", mask="depthmix", use_gt=True,
+                     depth="pseudo"),
+    "transfer": _row("transfer", init="sde"),
+    "transfer_fd": _row("transfer", init="sde"),
+    "mtl": _row("ssl", init="sde"),
+    "transfer_depthmix": _row("transfer", init="sde", mask="depthmix",
+                              use_gt=True, depth="pseudo"),
+    "mtl_depthmix": _row("ssl", init="sde", mask="depthmix", use_gt=True,
+                         depth="online"),
 }
+assert tuple(_ROW_SPEC) == ROWS
 
 
-def row_spec(row: str):
+def row_spec(row: str) -> dict:
+  """The components of a row (``_ROW_SPEC``), or a clear error."""
   if row not in _ROW_SPEC:
     raise ValueError(f"row={row!r}; choose one of {ROWS}")
-  return _ROW_SPEC[row]
+  return dict(_ROW_SPEC[row])
 
 
 def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
@@ -99,11 +113,13 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
       ``aug``, ``paper_dlr``, ``ref_steps``, ``sde_twice``, ``full_eval``.
     labeled, unlabeled, val, val_full: stream configs.
     num_steps: train iterations (the reference runs ``num_steps - 1``).
-    step_size: LR x0.1 after this many updates.
+    step_size: LR x0.1 after this many updates (at ``num_steps``; a
+      shorter run scales it).
     class_names: names of the ``config.model.num_classes`` classes.
   """
-  model, init, mask, use_gt, depth_source, _ = row_spec(a.row)
-  mtl = model == "ssl"
+  r = row_spec(a.row)
+  mask, depth_source = r["mask"], r["depth"]
+  mtl = r["model"] == "ssl"
   unl = bool(mask)
   config.data = common.data_config(labeled=labeled, unlabeled=unlabeled,
                                    val=val, val_full=val_full)
@@ -121,19 +137,28 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
   config.ssl.mixed_pose = mtl and unl
   config.mix = common.mlc.ConfigDict(dict(
       mask=mask or "none", depth_source=depth_source or "pseudo",
-      margin=0.03, foreground_threshold=0.0, use_gt=use_gt, tau=0.968,
+      margin=0.03, foreground_threshold=0.0, use_gt=r["use_gt"],
+      tau=constants.PSEUDO_LABEL_TAU,
       per_image_q=bool(a.q_per_image), weight=1.0,
       teacher_mode=a.teacher, augment=a.aug, jitter_prob=0.8, blur_prob=0.5,
       cutmix_area=0.5))
   config.init = common.mlc.ConfigDict()
-  config.init.checkpoint = a.sde if init else ""
+  config.init.checkpoint = a.sde if r["init"] else ""
   config.init.step = -1
-  config.init.parts = ("encoder", "decoders", "pose") if init else ()
+  config.init.parts = ("encoder", "decoders", "pose") if r["init"] else ()
   config.train = common.train_config(
       num_steps=num_steps - 1 if a.ref_steps else num_steps, batch_size=2,
-      seed=a.seed, log_every=50, eval_every=2500, image_every=2500,
-      checkpoint_every=2500, use_ema=unl, ema_decay=0.99,
+      seed=common.same_as(config.get_ref("seed")), use_ema=unl,
+      ema_decay=0.99,
       teacher_batch_stats="ema" if a.teacher == "eval" else "own")
+  # Everything that depends on the run length follows num_steps (a later
+  # runlocal block or --config.train.num_steps=N).
+  n = config.train.get_ref("num_steps")
+  config.train.log_every = common.every(n, 50, 4)
+  config.train.eval_every = common.every(n, 2500, 2)
+  config.train.image_every = common.same_as(
+      config.train.get_ref("eval_every"))
+  config.train.checkpoint_every = common.every(n, 2500, 2)
   # Depth decoder (PAD depth_dec + SA_seg, or a transfer-mode depth
   # decoder) at the paper's 1e-3 instead of the code's 1e-2.
   dlr = ((("pad/depth_dec/.*", 1e-3), ("pad/sa_seg/.*", 1e-3))
@@ -142,7 +167,11 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
       name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4, clip_norm=10.0,
       groups=(("encoder/.*", 1e-3),) + ((("pose/.*", 1e-6),) if mtl
                                         else ()) + dlr,
-      schedule="step", step_size=step_size, gamma=0.1)
+      schedule="step",
+      # The reference's step at its full length (30k of 40k), scaled up to
+      # a whole step when the run is shorter or ref_steps drops the last.
+      step_size=common.derived(
+          n, lambda v: max(1, -(-step_size * v // num_steps))), gamma=0.1)
   config.eval = common.mlc.ConfigDict()
   config.eval.split = "val"
   config.eval.batch_size = 2
@@ -190,7 +219,8 @@ def subset(a, n_total: int = 2975):
 
 def get_config(arg=None):
   a = parse(arg)
-  model, _, mask, use_gt, depth_source, video = row_spec(a.row)
+  r = row_spec(a.row)
+  model, use_gt, depth_source = r["model"], r["use_gt"], r["depth"]
   mtl = model == "ssl"
   if a.teacher not in ("train", "eval"):
     raise ValueError(f"teacher={a.teacher!r}; choose train or eval")
@@ -199,6 +229,7 @@ def get_config(arg=None):
   config.seed = a.seed
   seq = (-1, 0, 1) if mtl else (0,)
   sub = subset(a)
+  sub.seed = common.same_as(config.get_ref("seed"))  # the one seed
   labeled = common.stream_config(
       "cityscapes_ssl", "cityscapes", path=a.path, frame_offsets=seq,
       image_size=(512, 1024), crop_size=(512, 512), flip_prob=0.5,
@@ -206,7 +237,7 @@ def get_config(arg=None):
   labeled.subset = sub
   unlabeled = common.stream_config(
       "cityscapes_ssl", "cityscapes", path=a.path, frame_offsets=seq,
-      all_frames=video, image_size=(512, 1024), crop_size=(512, 512),
+      all_frames=r["video"], image_size=(512, 1024), crop_size=(512, 512),
       flip_prob=0.5, intrinsics_mode="ssda",
       pseudo_depth_dir=a.pseudo_depth if depth_source == "pseudo" else "",
       load_labeled=use_gt or a.labels >= 2975, load_unlabeled=True)
@@ -224,17 +255,8 @@ def get_config(arg=None):
       depth=mtl)
   ssl_sections(config, a=a, labeled=labeled, unlabeled=unlabeled, val=val,
                val_full=val_full, num_steps=40_000, step_size=30_000,
-               class_names=common_class_names())
+               class_names=labels.CLASS_NAMES)
   if a.runlocal:
     config.train.num_steps = 4
-    config.train.log_every = 1
-    config.train.eval_every = config.train.checkpoint_every = 2
     config.eval.num_batches = 2
   return config
-
-
-def common_class_names():
-  """The 19 Cityscapes class names (imported lazily: it imports jax)."""
-  # pylint: disable-next=g-import-not-at-top
-  from sdeseg_jax.eval import segmentation
-  return segmentation.CITYSCAPES_CLASSES

@@ -22,6 +22,7 @@ with the same ``width``. ``select=<dir or json>``: the ``labels`` images chosen 
 
 from configs import common
 from configs import ssl_cityscapes
+from sdeseg_jax.data import labels
 
 VARIANTS = tuple(f"row={r}" for r in ssl_cityscapes.ROWS) + (
     "row=depthmix,teacher=eval", "row=classmix,q_per_image", "runlocal",
@@ -35,8 +36,8 @@ def get_config(arg=None):
       q_per_image=False, aug="kornia04", paper_dlr=False, ref_steps=False,
       sde_twice=True, full_eval=False, runlocal=False, width=16, steps=400,
       sequences=48, crop=128, height=128, image_width=256)
-  model, _, mask, use_gt, depth_source, video = ssl_cityscapes.row_spec(
-      a.row)
+  r = ssl_cityscapes.row_spec(a.row)
+  model, use_gt, depth_source = r["model"], r["use_gt"], r["depth"]
   mtl = model == "ssl"
   config = common.mlc.ConfigDict()
   config.mode = "ssl"
@@ -51,9 +52,10 @@ def get_config(arg=None):
   seq = (-1, 0, 1) if mtl else (0,)
   sub = common.mlc.ConfigDict(dict(
       mode="fixed" if a.select else "random",
-      n=min(a.labels, n_train // 2) if not a.select else a.labels,
-      seed=a.seed, file=(ssl_cityscapes.selection_file(a.select, a.labels)
-                         if a.select else "")))
+      n=a.labels if a.select else min(a.labels, n_train // 2),
+      seed=common.same_as(config.get_ref("seed")),
+      file=(ssl_cityscapes.selection_file(a.select, a.labels)
+            if a.select else "")))
   if depth_source == "pseudo" and not a.pseudo_depth:
     depth_source = "gt"
   stream = dict(path=a.path, frame_offsets=seq, image_size=(h, w),
@@ -62,7 +64,7 @@ def get_config(arg=None):
   labeled = common.stream_config("minicity_ssl", "cityscapes", **stream)
   labeled.subset = sub
   unlabeled = common.stream_config(
-      "minicity_ssl", "cityscapes", **dict(stream, all_frames=video),
+      "minicity_ssl", "cityscapes", **dict(stream, all_frames=r["video"]),
       with_depth=depth_source == "gt",
       pseudo_depth_dir=a.pseudo_depth if depth_source == "pseudo" else "",
       load_labeled=use_gt, load_unlabeled=True)
@@ -83,15 +85,20 @@ def get_config(arg=None):
       config, a=a, labeled=labeled, unlabeled=unlabeled, val=val,
       val_full=val_full, num_steps=a.steps,
       step_size=max(1, int(0.75 * a.steps)),
-      class_names=ssl_cityscapes.common_class_names())
+      class_names=labels.CLASS_NAMES)
   config.mix.depth_source = depth_source or "pseudo"
-  config.train.update(log_every=20, eval_every=a.steps, image_every=a.steps,
-                      checkpoint_every=a.steps)
+  # Short runs: log about 20 times, evaluate and checkpoint at the end (all
+  # following num_steps; the LR step at 75% does through ssl_sections).
+  n = config.train.get_ref("num_steps")
+  config.train.log_every = common.every(n, 20, 20)
+  config.train.eval_every = common.same_as(n)
+  config.train.image_every = common.same_as(n)
+  config.train.checkpoint_every = common.same_as(n)
   config.eval.batch_size = 4
   if a.runlocal:
     config.model.update(encoder_depth=10, width=8)
-    config.train.update(num_steps=4, log_every=1, eval_every=2,
-                        image_every=4, checkpoint_every=2)
-    config.optim.step_size = 3
+    config.train.num_steps = 4
+    # Evaluate and checkpoint mid-run too (what the smoke tests exercise).
+    config.train.update(eval_every=2, checkpoint_every=2)
     config.eval.num_batches = 1
   return config

@@ -12,6 +12,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from absl import flags  # noqa: E402
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # grain worker processes read absl flags; pytest never parses them.
 if not flags.FLAGS.is_parsed():
@@ -36,3 +37,40 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
   atexit.register(_remove_cache, _CACHE_DIR, os.getpid())
   jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+
+# Parity tests compare against PyTorch, torchvision and cityscapesscripts and
+# skip where those are missing (a developer's machine). In CI (CI=true, set
+# when CI runs .ci/run) the packages are installed from requirements-dev.txt,
+# so such a skip means a parity test silently vanished: it fails instead.
+PARITY_PACKAGES = ("torch", "torchvision", "cityscapesscripts")
+
+
+def in_ci() -> bool:
+  """True when the tests run in CI (environment variable CI=true or 1)."""
+  return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def parity_skip_reason(report) -> str:
+  """The message of a skip caused by a missing parity package, or ""."""
+  longrepr = report.longrepr
+  reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+  if any(p in reason.lower() for p in PARITY_PACKAGES):
+    return reason
+  return ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  del call
+  outcome = yield
+  report = outcome.get_result()
+  if report.skipped and in_ci():
+    reason = parity_skip_reason(report)
+    if reason:
+      report.outcome = "failed"
+      report.longrepr = (
+          f"{item.nodeid} was skipped in CI ({reason}); parity tests must "
+          "run in CI: install requirements-dev.txt (torch, torchvision, "
+          "cityscapesscripts)")

@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-IGNORE_INDEX = 250  # The reference's ignore value for train ids.
+from sdeseg_jax.constants import IGNORE_INDEX
 NUM_CLASSES = 19
 
 

@@ -56,10 +56,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from sdeseg_jax.constants import IGNORE_INDEX
 from sdeseg_jax.data import labels as labels_lib
 from sdeseg_jax.data import layouts as layouts_lib
 
-IGNORE_INDEX = 250
 LAYOUTS = layouts_lib.NAMES
 
 

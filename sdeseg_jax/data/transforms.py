@@ -27,7 +27,7 @@ from PIL import ImageEnhance
 
 from sdeseg_jax.data.readers import DatasetError
 
-IGNORE_INDEX = 250
+from sdeseg_jax.constants import IGNORE_INDEX
 INTRINSICS_MODES = ("ssda", "exact", "master_compat")
 
 

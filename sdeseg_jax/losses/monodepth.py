@@ -3,6 +3,10 @@
 Multi-scale minimum reprojection with auto-masking plus edge-aware
 smoothness. Everything runs in float32; the loops over scales and frame
 offsets are static Python loops (unrolled at trace time).
+
+The only draw is the identity tie-breaking noise: ``monodepth_loss`` draws
+it (``identity_noise``) and calls ``monodepth_loss_with_noise``, which takes
+it as an argument, as does the per-pixel block ``min_reprojection``.
 """
 
 from __future__ import annotations
@@ -36,16 +40,101 @@ def _pyramid_image(pyramid: Mapping[Any, Any], scale: int):
       f"and 's{scale}'); has {sorted(map(str, pyramid))}")
 
 
+def num_identity_channels(cfg) -> int:
+  """Channels of the identity errors: 1 when averaged, else one per source."""
+  sources = [f for f in cfg.frame_offsets if f != 0]
+  return 1 if cfg.avg_reprojection else len(sources)
+
+
+def identity_noise(rng: jax.Array, shape, cfg) -> dict:
+  """The tie-breaking noise of every scale, as ``monodepth_loss`` draws it.
+
+  Args:
+    rng: jax key.
+    shape: ``(B, H, W, n)`` of the identity errors (``n`` =
+      ``num_identity_channels(cfg)``).
+    cfg: the loss config (``scales``, ``identity_noise``).
+
+  Returns:
+    ``{s: float32 [B, H, W, n]}``: ``identity_noise * N(0, 1)``, redrawn per
+    scale (``fold_in(rng, i)`` for the i-th scale, as the reference draws it
+    once per scale).
+  """
+  return {s: cfg.identity_noise * jax.random.normal(
+      jax.random.fold_in(rng, i), tuple(shape), jnp.float32)
+          for i, s in enumerate(tuple(cfg.scales))}
+
+
+def min_reprojection(identity, reprojection, noise=None):
+  """monodepth2's per-pixel minimum with auto-masking.
+
+  Args:
+    identity: ``[B, H, W, n]`` photometric errors of the unwarped source
+      frames, or None (no auto-masking).
+    reprojection: ``[B, H, W, m]`` errors of the warped source frames.
+    noise: ``[B, H, W, n]`` tie-breaking noise added to ``identity``, or
+      None.
+
+  Returns:
+    ``(min_error [B, H, W], selected [B, H, W])``: the minimum, and 1.0
+    where a warped source won (monodepth2's ``identity_selection``). On
+    exact ties the first minimum wins (identity before reprojection), and
+    so does the gradient, as ``torch.min(dim)``.
+  """
+  if identity is None:
+    combined, num_identity = reprojection, 0
+  else:
+    ident = identity if noise is None else identity + noise
+    combined = jnp.concatenate([ident, reprojection], axis=-1)
+    num_identity = identity.shape[-1]
+  # argmin + gather rather than jnp.min: on exact ties the gradient goes to
+  # the first minimum only, as torch.min(dim) does.
+  idx = jnp.argmin(combined, axis=-1)
+  min_error = jnp.take_along_axis(combined, idx[..., None], axis=-1)[..., 0]
+  return min_error, (idx >= num_identity).astype(jnp.float32)
+
+
 def monodepth_loss(disps, color, pyramid, cam_T_cam, K, inv_K, rng, cfg):
   """monodepth2 ``generate_images_pred`` + ``compute_losses``.
+
+  Draws the identity tie-breaking noise (``identity_noise``) and calls
+  ``monodepth_loss_with_noise``; see there for the arguments and outputs.
+
+  Args:
+    disps, color, pyramid, cam_T_cam, K, inv_K, cfg: as
+      ``monodepth_loss_with_noise``.
+    rng: jax PRNG key for the ``identity_noise * normal`` tie-breaking noise
+      (one draw per scale, as the reference); may be None when that noise
+      is off (``identity_noise == 0`` or ``automask`` False).
+
+  Returns:
+    ``(loss, aux)`` of ``monodepth_loss_with_noise``.
+  """
+  noise = None
+  if cfg.automask and cfg.identity_noise:
+    if rng is None:
+      raise ValueError(
+          "monodepth_loss needs an rng for the identity tie-breaking noise "
+          f"(cfg.identity_noise={cfg.identity_noise})")
+    c = jnp.shape(color)
+    if len(c) == 5:  # a wrong shape is reported by the loss itself
+      noise = identity_noise(
+          rng, (c[0], c[2], c[3], num_identity_channels(cfg)), cfg)
+  return monodepth_loss_with_noise(disps, color, pyramid, cam_T_cam, K,
+                                   inv_K, noise, cfg)
+
+
+def monodepth_loss_with_noise(disps, color, pyramid, cam_T_cam, K, inv_K,
+                              noise, cfg):
+  """monodepth2's loss with a given tie-breaking noise.
 
   For every scale ``s``: ``disp_s`` is upsampled (bilinear, half-pixel) to
   full resolution and turned into depth; each source frame (scale 0,
   non-augmented) is warped into the centre view; the per-pixel minimum over
-  [identity errors, reprojection errors] is averaged; the smoothness of the
-  native-resolution ``disp_s`` against the centre image of that scale is
-  added with weight ``smoothness_weight / 2**s``. The total is the mean over
-  scales.
+  [identity errors + noise, reprojection errors] is averaged
+  (``min_reprojection``); the smoothness of the native-resolution
+  ``disp_s`` against the centre image of that scale is added with weight
+  ``smoothness_weight / 2**s``. The total is the mean over scales.
 
   Args:
     disps: ``{s: [B, H/2^s, W/2^s, 1]}`` sigmoid disparities for every ``s``
@@ -58,12 +147,14 @@ def monodepth_loss(disps, color, pyramid, cam_T_cam, K, inv_K, rng, cfg):
       the camera of each nonzero offset.
     K: ``[B, 4, 4]`` (or ``[4, 4]``) scale-0 intrinsics in pixels.
     inv_K: ``[B, 4, 4]`` (or ``[4, 4]``) their inverse.
-    rng: jax PRNG key for the ``identity_noise * normal`` tie-breaking noise
-      (one draw per scale, as the reference); may be None when that noise
-      is off (``identity_noise == 0`` or ``automask`` False).
+    noise: ``{s: [B, H, W, n]}`` noise added to the identity errors of
+      scale ``s`` (``identity_noise`` draws it; ``n`` =
+      ``num_identity_channels(cfg)``), or None for none. Ignored without
+      ``automask``.
     cfg: ``sde_loss_config()``-like ConfigDict: ``min_depth``, ``max_depth``,
       ``scales``, ``frame_offsets``, ``ssim_weight``, ``smoothness_weight``,
-      ``automask``, ``avg_reprojection``, ``identity_noise``.
+      ``automask``, ``avg_reprojection`` (``identity_noise`` is read by the
+      keyed form only).
 
   Returns:
     ``(loss, aux)``: the scalar float32 loss and a dict with, per scale,
@@ -96,11 +187,6 @@ def monodepth_loss(disps, color, pyramid, cam_T_cam, K, inv_K, rng, cfg):
   scales = tuple(cfg.scales)
   ssim_weight = cfg.ssim_weight
   automask = cfg.automask
-  noise_scale = cfg.identity_noise
-  if automask and noise_scale and rng is None:
-    raise ValueError(
-        "monodepth_loss needs an rng for the identity tie-breaking noise "
-        f"(cfg.identity_noise={noise_scale})")
 
   def pe(pred):
     return photometric.photometric_error(pred, target, ssim_weight)
@@ -125,16 +211,22 @@ def monodepth_loss(disps, color, pyramid, cam_T_cam, K, inv_K, rng, cfg):
     smooth_imgs[s] = target if s == 0 else _as_float_image(
         _pyramid_image(pyramid, s), f"pyramid[{s}]")
 
-  identity, num_identity = None, 0
+  identity = None
   if automask:
-    # Identical at every scale (scale-0 images); the noise is redrawn.
+    # Identical at every scale (scale-0 images); the noise is per scale.
     identity = reduce_frames(
         jnp.stack([pe(source_imgs[f]) for f in sources], axis=-1))
-    num_identity = identity.shape[-1]
+    if noise is not None:
+      for s in scales:
+        if s not in noise or tuple(jnp.shape(noise[s])) != identity.shape:
+          raise ValueError(
+              f"noise[{s}] must be {identity.shape} (the identity errors "
+              f"of scale {s}); got "
+              f"{jnp.shape(noise[s]) if s in noise else 'no entry'}")
 
   total = jnp.zeros((), jnp.float32)
   aux = {}
-  for i, s in enumerate(scales):
+  for s in scales:
     disp = disps_f32[s]
     disp_full = warp.resize_bilinear_half_pixel(disp, (h, w))
     _, depth = transforms.disp_to_depth(
@@ -144,23 +236,13 @@ def monodepth_loss(disps, color, pyramid, cam_T_cam, K, inv_K, rng, cfg):
               for f in sources}
     reprojection = reduce_frames(
         jnp.stack([pe(warped[f]) for f in sources], axis=-1))
-    if automask:
-      ident = identity
-      if noise_scale:
-        ident = ident + noise_scale * jax.random.normal(
-            jax.random.fold_in(rng, i), ident.shape, jnp.float32)
-      combined = jnp.concatenate([ident, reprojection], axis=-1)
-    else:
-      combined = reprojection
-    # argmin + gather rather than jnp.min: on exact ties the gradient goes to
-    # the first minimum only, as torch.min(dim) does.
-    idx = jnp.argmin(combined, axis=-1)
-    min_error = jnp.take_along_axis(combined, idx[..., None], axis=-1)[..., 0]
+    min_error, selected = min_reprojection(
+        identity, reprojection,
+        None if noise is None or not automask else noise[s])
     photo = jnp.mean(min_error)
     smooth = smoothness_lib.smoothness(disp, smooth_imgs[s])
     loss_s = photo + cfg.smoothness_weight * smooth / (2 ** s)
     total = total + loss_s
-    selected = (idx >= num_identity).astype(jnp.float32)
     aux[f"loss/s{s}"] = loss_s
     aux[f"photometric/s{s}"] = photo
     aux[f"smoothness/s{s}"] = smooth

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdeseg_jax.constants import IGNORE_INDEX
 from sdeseg_jax.geometry.warp import resize_bilinear_align_corners
 
 __all__ = ["cross_entropy", "pixel_wise_entropy",
@@ -24,7 +25,7 @@ def _check_label_range(labels, num_classes: int, ignore_index: int):
         f"found {np.unique(lab[bad])[:10].tolist()}")
 
 
-def cross_entropy(logits, labels, ignore_index: int = 250,
+def cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX,
                   pixel_weights=None):
   """Pixel-wise softmax cross-entropy as the reference ``cross_entropy2d``.
 

@@ -29,6 +29,11 @@ reference draws one sigma per call, i.e. per batch in the SSL step and per
 pair in the cross-domain step), kernel size per axis
 floor(ceil(0.1 L) - 0.5 + ceil(0.1 L) mod 2) (51 for L = 512), normalised
 1-D Gaussian on x = arange(k) - k//2, separable, reflect padding.
+
+Every random function has a form that takes the draw: `apply_color_jitter`
+(jitter factors and order), `gaussian_blur_with_sigma` (sigma) and
+`strong_augment_with_draws` (gates, factors, sigma; drawn by
+`augment_draws`). The keyed forms draw and call them.
 """
 
 import math
@@ -365,6 +370,28 @@ def gaussian_blur_with_sigma(images: jax.Array, sigma: jax.Array) -> jax.Array:
   return _depthwise(x, gaussian_kernel1d(kx, sigma), axis=2)
 
 
+def blur_sigma(rng: jax.Array, batch_size: int,
+               sigma_range: Tuple[float, float] = (0.15, 1.15),
+               per_image_sigma: bool = True) -> jax.Array:
+  """Draws the blur sigma ~ U(sigma_range) of every image.
+
+  Args:
+    rng: jax key.
+    batch_size: B.
+    sigma_range: (low, high).
+    per_image_sigma: one sigma per image (default), or one for the whole
+      batch as the reference's SSL step draws it (`np.random.uniform` once
+      per call).
+
+  Returns:
+    float32 [B].
+  """
+  n = batch_size if per_image_sigma else 1
+  sigma = jax.random.uniform(rng, (n,), jnp.float32, sigma_range[0],
+                             sigma_range[1])
+  return jnp.broadcast_to(sigma, (batch_size,))
+
+
 def gaussian_blur(rng: jax.Array, images: jax.Array,
                   sigma_range: Tuple[float, float] = (0.15, 1.15),
                   per_image_sigma: bool = True) -> jax.Array:
@@ -374,17 +401,12 @@ def gaussian_blur(rng: jax.Array, images: jax.Array,
     rng: jax key.
     images: float [B, H, W, C].
     sigma_range: (low, high).
-    per_image_sigma: one sigma per image (default), or one for the whole
-      batch as the reference's SSL step draws it (`np.random.uniform` once
-      per call).
+    per_image_sigma: see `blur_sigma`.
 
   Returns:
     float32 [B, H, W, C].
   """
-  n = images.shape[0] if per_image_sigma else 1
-  sigma = jax.random.uniform(rng, (n,), jnp.float32, sigma_range[0],
-                             sigma_range[1])
-  sigma = jnp.broadcast_to(sigma, (images.shape[0],))
+  sigma = blur_sigma(rng, images.shape[0], sigma_range, per_image_sigma)
   return gaussian_blur_with_sigma(images, sigma)
 
 
@@ -407,6 +429,61 @@ def augment_gates(rng: jax.Array, jitter_prob: float = 0.8,
   return (do_jitter, do_blur), (kj, kb)
 
 
+def augment_draws(
+    rng: jax.Array,
+    batch_size: int,
+    jitter_prob: float = 0.8,
+    blur_prob: float = 0.5,
+    strength: float = 0.25,
+    sigma_range: Tuple[float, float] = (0.15, 1.15),
+    per_image_sigma: bool = True,
+) -> dict:
+  """Every draw of `strong_augment` for a batch of ``batch_size`` images.
+
+  Args:
+    rng: jax key.
+    batch_size: B.
+    jitter_prob, blur_prob, strength, sigma_range, per_image_sigma: see
+      `strong_augment`.
+
+  Returns:
+    dict with bool scalars ``do_jitter`` and ``do_blur`` (the per-batch
+    gates), ``jitter`` (`jitter_params`) and float32 [B] ``sigma``.
+  """
+  (do_jitter, do_blur), (kj, kb) = augment_gates(rng, jitter_prob, blur_prob)
+  return {
+      "do_jitter": do_jitter,
+      "do_blur": do_blur,
+      "jitter": jitter_params(kj, batch_size, strength),
+      "sigma": blur_sigma(kb, batch_size, sigma_range, per_image_sigma),
+  }
+
+
+def strong_augment_with_draws(images: jax.Array, draws: dict,
+                              mode: str = "kornia04") -> jax.Array:
+  """Colour jitter if ``draws["do_jitter"]``, then blur if ``do_blur``.
+
+  Args:
+    images: float [B, H, W, 3] RGB in [0, 1].
+    draws: `augment_draws` output (or the same structure recorded
+      elsewhere).
+    mode: "kornia04" (default) or "standard".
+
+  Returns:
+    float32 [B, H, W, 3].
+  """
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(
+        f"strong_augment: images must be [B, H, W, 3], got {images.shape}.")
+  x = images.astype(jnp.float32)
+  x = jax.lax.cond(draws["do_jitter"],
+                   lambda y: apply_color_jitter(y, draws["jitter"], mode),
+                   lambda y: y, x)
+  return jax.lax.cond(draws["do_blur"],
+                      lambda y: gaussian_blur_with_sigma(y, draws["sigma"]),
+                      lambda y: y, x)
+
+
 def strong_augment(
     rng: jax.Array,
     images: jax.Array,
@@ -417,13 +494,14 @@ def strong_augment(
     sigma_range: Tuple[float, float] = (0.15, 1.15),
     per_image_sigma: bool = True,
 ) -> jax.Array:
-  """Strong augmentation of the mixed images (§4.5.5).
+  """Strong augmentation of the mixed images (the reference's kornia one).
 
   Colour jitter with probability `jitter_prob`, then Gaussian blur with
   probability `blur_prob`; both gates are drawn once for the whole batch
-  (`augment_gates`). The default mode
-  "kornia04" reproduces the kornia 0.4.0 jitter that the paper's numbers
-  used. Probability maps are never augmented.
+  (`augment_gates`). The default mode "kornia04" reproduces the kornia
+  0.4.0 jitter that the paper's numbers used. Probability maps are never
+  augmented. Draws with `augment_draws` and applies
+  `strong_augment_with_draws`.
 
   Args:
     rng: jax key.
@@ -433,7 +511,7 @@ def strong_augment(
     blur_prob: probability of blur.
     strength: jitter strength.
     sigma_range: blur sigma range.
-    per_image_sigma: see `gaussian_blur`.
+    per_image_sigma: see `blur_sigma`.
 
   Returns:
     float32 [B, H, W, 3].
@@ -441,12 +519,6 @@ def strong_augment(
   if images.ndim != 4 or images.shape[-1] != 3:
     raise ValueError(
         f"strong_augment: images must be [B, H, W, 3], got {images.shape}.")
-  (do_jitter, do_blur), (kj, kb) = augment_gates(rng, jitter_prob, blur_prob)
-  x = images.astype(jnp.float32)
-  x = jax.lax.cond(do_jitter,
-                   lambda y: color_jitter(kj, y, mode, strength),
-                   lambda y: y, x)
-  return jax.lax.cond(do_blur,
-                      lambda y: gaussian_blur(kb, y, sigma_range,
-                                                   per_image_sigma),
-                      lambda y: y, x)
+  draws = augment_draws(rng, images.shape[0], jitter_prob, blur_prob,
+                        strength, sigma_range, per_image_sigma)
+  return strong_augment_with_draws(images, draws, mode)

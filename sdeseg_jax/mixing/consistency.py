@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections as mlc
 
+from sdeseg_jax.constants import IGNORE_INDEX
 from sdeseg_jax.losses.segmentation import cross_entropy
 from sdeseg_jax.mixing import augment
 from sdeseg_jax.mixing import masks as masks_lib
@@ -42,7 +43,6 @@ from sdeseg_jax.mixing import mix as mix_lib
 from sdeseg_jax.mixing import pseudo_label
 from sdeseg_jax.mixing import teacher as teacher_lib
 
-IGNORE_INDEX = pseudo_label.IGNORE_INDEX
 MASKS = ("depthmix", "classmix", "cutmix", "none")
 DEPTH_SOURCES = ("pseudo", "online", "gt")
 AUGMENTS = ("kornia04", "standard", "none")

@@ -3,7 +3,11 @@
 All masks are `[B, H, W]` float32 with values in {0, 1}; 1 means "keep the
 pixel of the first image" in `mix(mask, a, b)`. Everything is fixed-shape and
 jit/vmap friendly: no `jnp.unique`, no host round trips, randomness only from
-jax keys.
+jax keys. Every mask that draws comes in two forms: one that takes the draw
+(`class_mix_mask_from_choice`, `cut_mix_mask_from_box`, `margin_from_flips`)
+and does the work, and the keyed form (`class_mix_mask`, `cut_mix_mask`,
+`random_margin_sign`) that draws and calls it, so a recorded draw (e.g. the
+reference's) can be replayed exactly.
 
 Pairing of images inside one batch (DepthMix, intra-domain ClassMix):
 `pair_partner_index(B)` pairs image 2k with 2k+1 and vice versa, i.e.
@@ -18,7 +22,7 @@ from typing import Sequence, Tuple, Union
 import jax
 import jax.numpy as jnp
 
-IGNORE_INDEX = 250
+from sdeseg_jax.constants import IGNORE_INDEX
 
 
 def pair_partner_index(batch_size: int) -> jax.Array:
@@ -115,11 +119,24 @@ def depth_mix_mask(
                             margin, foreground_threshold)
 
 
+def margin_from_flips(flip: jax.Array, margin: float = 0.03) -> jax.Array:
+  """Per-pair margin ``-margin`` where ``flip``, else ``+margin``.
+
+  Args:
+    flip: bool [B], the drawn sign flips.
+    margin: magnitude of the margin.
+
+  Returns:
+    float32 [B].
+  """
+  return jnp.where(jnp.asarray(flip), -margin, margin).astype(jnp.float32)
+
+
 def random_margin_sign(rng: jax.Array, batch_size: int,
                        margin: float = 0.03) -> jax.Array:
   """Per-pair margin whose sign flips with probability 0.5 (cross-domain mix).
 
-  Reference (`train_step_domain_mixing`, §5.3): `margin *= -1` when
+  Reference (`train_step_domain_mixing`): `margin *= -1` when
   `random.random() > 0.5`, drawn once per source/target pair.
 
   Args:
@@ -128,10 +145,89 @@ def random_margin_sign(rng: jax.Array, batch_size: int,
     margin: magnitude of the margin.
 
   Returns:
-    float32 [B] with entries +margin or -margin.
+    float32 [B] with entries +margin or -margin (`margin_from_flips`).
   """
-  flip = jax.random.bernoulli(rng, 0.5, (batch_size,))
-  return jnp.where(flip, -margin, margin).astype(jnp.float32)
+  return margin_from_flips(jax.random.bernoulli(rng, 0.5, (batch_size,)),
+                           margin)
+
+
+def _class_slots(labels: jax.Array, num_classes: int) -> jax.Array:
+  """int32 [B, H*W] class slot of every pixel: its class, or C for the
+  ignore value and anything outside [0, C)."""
+  labels = labels.astype(jnp.int32)
+  in_range = (labels >= 0) & (labels < num_classes)
+  return jnp.where(in_range, labels, num_classes).reshape(labels.shape[0], -1)
+
+
+def present_classes(labels: jax.Array, num_classes: int = 19,
+                    include_ignore: bool = False) -> jax.Array:
+  """Which class slots occur in each image (fixed shape, no `jnp.unique`).
+
+  Args:
+    labels: int [B, H, W].
+    num_classes: C.
+    include_ignore: count slot C (the ignore value and any value outside
+      [0, C)) as a class, as DACS does.
+
+  Returns:
+    bool [B, C+1].
+  """
+  flat = _class_slots(labels, num_classes)
+  b = flat.shape[0]
+  present = jnp.zeros((b, num_classes + 1), jnp.bool_)
+  present = present.at[jnp.arange(b)[:, None], flat].set(True)
+  if not include_ignore:
+    present = present.at[:, num_classes].set(False)
+  return present
+
+
+def choose_classes(present: jax.Array, scores: jax.Array,
+                   choose: str = "floor") -> jax.Array:
+  """The ``floor(n/2)`` or ``ceil(n/2)`` present classes of lowest score.
+
+  Ranking i.i.d. uniform scores of the present classes draws them uniformly
+  without replacement.
+
+  Args:
+    present: bool [B, C+1] (`present_classes`).
+    scores: float [B, C+1], e.g. uniform in [0, 1) (the draw).
+    choose: "floor" (ClassMix) or "ceil" (DACS).
+
+  Returns:
+    bool [B, C+1], the chosen class slots.
+  """
+  if choose not in ("floor", "ceil"):
+    raise ValueError(
+        f"class_mix_mask: choose must be 'floor' or 'ceil', got {choose!r}.")
+  n = jnp.sum(present, axis=1)  # [B]
+  k = n // 2 if choose == "floor" else (n + 1) // 2
+  scores = jnp.where(present, scores, 2.0)  # absent classes rank last
+  rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
+  return present & (rank < k[:, None])
+
+
+def class_mix_mask_from_choice(labels: jax.Array, chosen: jax.Array,
+                               num_classes: int = 19) -> jax.Array:
+  """ClassMix / DACS mask of a given class choice: 1 on its pixels.
+
+  Args:
+    labels: int [B, H, W].
+    chosen: bool [B, C+1] class slots to keep (slot C: the ignore value and
+      any value outside [0, C)), e.g. `choose_classes(...)` or a recorded
+      draw of the reference.
+    num_classes: C.
+
+  Returns:
+    float32 [B, H, W] mask.
+  """
+  chosen = jnp.asarray(chosen, jnp.bool_)
+  if chosen.shape != (labels.shape[0], num_classes + 1):
+    raise ValueError(
+        f"class_mix_mask_from_choice: chosen must be [B, C+1] = "
+        f"[{labels.shape[0]}, {num_classes + 1}], got {chosen.shape}.")
+  mask = jnp.take_along_axis(chosen, _class_slots(labels, num_classes),
+                             axis=1)
+  return mask.reshape(labels.shape).astype(jnp.float32)
 
 
 def class_mix_mask(
@@ -146,47 +242,57 @@ def class_mix_mask(
 
   For each image the n classes present in `labels` are found with a fixed
   shape presence vector [B, C+1] (slot C collects `ignore` and any value
-  outside [0, C)); `floor(n/2)` (ClassMix, §4.5, ignore excluded) or
-  `ceil(n/2)` (DACS, §5.3, `include_ignore=True` so 250 counts as a class and
-  can be chosen) of them are drawn uniformly without replacement by ranking
-  i.i.d. uniform scores of the present classes.
+  outside [0, C)); `floor(n/2)` (ClassMix, ignore excluded) or `ceil(n/2)`
+  (DACS, `include_ignore=True` so 250 counts as a class and can be chosen)
+  of them are drawn uniformly without replacement by ranking i.i.d. uniform
+  scores of the present classes (`choose_classes`); the mask is
+  `class_mix_mask_from_choice` of that choice.
 
   With ground-truth mixing the reference builds the ClassMix mask from the
   argmax of the GT-substituted probabilities
   (`mix.probs_with_ground_truth`), where labeled-ignore pixels have argmax 0
-  (road, §10.19); pass that argmax to reproduce it.
+  (road); pass that argmax to reproduce it.
 
   Args:
     labels: int [B, H, W] (argmax pseudo-labels or ground truth).
     rng: jax key.
     num_classes: C.
-    ignore: the ignore index (250).
+    ignore: the ignore index (250); every value outside [0, C) shares slot
+      C with it.
     include_ignore: count the ignore value as a class (DACS).
     choose: "floor" (ClassMix) or "ceil" (DACS).
 
   Returns:
     float32 [B, H, W] mask, 1 on pixels of the chosen classes.
   """
-  if choose not in ("floor", "ceil"):
-    raise ValueError(
-        f"class_mix_mask: choose must be 'floor' or 'ceil', got {choose!r}.")
-  b = labels.shape[0]
-  labels = labels.astype(jnp.int32)
-  in_range = (labels >= 0) & (labels < num_classes)
-  slot = jnp.where(in_range, labels, num_classes)  # [B, H, W]
-  flat = slot.reshape(b, -1)
-  present = jnp.zeros((b, num_classes + 1), jnp.bool_)
-  present = present.at[jnp.arange(b)[:, None], flat].set(True)
-  if not include_ignore:
-    present = present.at[:, num_classes].set(False)
-  n = jnp.sum(present, axis=1)  # [B]
-  k = n // 2 if choose == "floor" else (n + 1) // 2
+  del ignore  # any value outside [0, C) is the ignore slot
+  present = present_classes(labels, num_classes, include_ignore)
   scores = jax.random.uniform(rng, present.shape)
-  scores = jnp.where(present, scores, 2.0)  # absent classes rank last
-  rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
-  chosen = present & (rank < k[:, None])  # [B, C+1]
-  mask = jnp.take_along_axis(chosen, flat, axis=1)
-  return mask.reshape(labels.shape).astype(jnp.float32)
+  chosen = choose_classes(present, scores, choose)
+  return class_mix_mask_from_choice(labels, chosen, num_classes)
+
+
+def cut_mix_mask_from_box(shape: Sequence[int], x0: jax.Array,
+                          y0: jax.Array, box_w: jax.Array,
+                          box_h: jax.Array) -> jax.Array:
+  """CutMix mask of given boxes: 0 inside each image's box, 1 outside.
+
+  Args:
+    shape: (B, H, W) static.
+    x0, y0: int [B] top-left corner of each box.
+    box_w, box_h: int [B] box width and height.
+
+  Returns:
+    float32 [B, H, W] mask.
+  """
+  b, h, w = (int(s) for s in shape)
+  del b
+  col = lambda v: jnp.asarray(v, jnp.int32)[:, None, None]
+  x0, y0, box_w, box_h = col(x0), col(y0), col(box_w), col(box_h)
+  yy = jnp.arange(h)[None, :, None]
+  xx = jnp.arange(w)[None, None, :]
+  inside = ((yy >= y0) & (yy < y0 + box_h) & (xx >= x0) & (xx < x0 + box_w))
+  return jnp.where(inside, 0.0, 1.0).astype(jnp.float32)
 
 
 def cut_mix_mask(rng: jax.Array, shape: Sequence[int],
@@ -195,7 +301,8 @@ def cut_mix_mask(rng: jax.Array, shape: Sequence[int],
 
   Follows `transformmasks.generate_cutout_mask` (unused by the reference's
   training paths): box width w ~ U{ceil(area·W), ..., W}, height
-  h = round(area·H·W / w), top-left corner uniform; one box per image.
+  h = round(area·H·W / w), top-left corner uniform; one box per image
+  (`cut_mix_mask_from_box`).
 
   Args:
     rng: jax key.
@@ -214,13 +321,8 @@ def cut_mix_mask(rng: jax.Array, shape: Sequence[int],
   box_h = jnp.clip(jnp.round(area * h * w / box_w).astype(jnp.int32), 1, h)
   x0 = jnp.floor(jax.random.uniform(kx, (b,)) * (w - box_w + 1))
   y0 = jnp.floor(jax.random.uniform(ky, (b,)) * (h - box_h + 1))
-  x0 = x0.astype(jnp.int32)[:, None, None]
-  y0 = y0.astype(jnp.int32)[:, None, None]
-  yy = jnp.arange(h)[None, :, None]
-  xx = jnp.arange(w)[None, None, :]
-  inside = ((yy >= y0) & (yy < y0 + box_h[:, None, None]) &
-            (xx >= x0) & (xx < x0 + box_w[:, None, None]))
-  return jnp.where(inside, 0.0, 1.0).astype(jnp.float32)
+  return cut_mix_mask_from_box(shape, x0.astype(jnp.int32),
+                               y0.astype(jnp.int32), box_w, box_h)
 
 
 def ones_mask(shape: Tuple[int, int, int]) -> jax.Array:

@@ -12,10 +12,8 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-from sdeseg_jax.data import labels as labels_lib
-
-IGNORE_INDEX = labels_lib.IGNORE_INDEX
-TAU = 0.968
+from sdeseg_jax.constants import IGNORE_INDEX
+from sdeseg_jax.constants import PSEUDO_LABEL_TAU as TAU
 
 
 def pseudo_labels_from_probs(

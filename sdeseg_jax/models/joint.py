@@ -306,9 +306,9 @@ def from_config(cfg: Any) -> nn.Module:
   dtype = jnp.dtype(cfg.dtype)
   common = dict(encoder_depth=cfg.encoder_depth,
                 output_stride=cfg.output_stride, width=cfg.width,
-                frozen_encoder_bn=cfg.frozen_encoder_bn, decoder=cfg.decoder,
+                decoder=cfg.decoder,
                 use_pose=cfg.pose, pose_depth=cfg.pose_depth, dtype=dtype,
-                remat=check_remat(cfg.get("remat", "none")))
+                remat=check_remat(cfg.remat))
   if cfg.seg_head == "none":
     return SDENet(**common, imnet_encoder=cfg.imnet_encoder)
   if cfg.imnet_encoder:

@@ -22,6 +22,7 @@ workdir (``config.init``, ``toolkit.apply_init``).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -115,6 +116,12 @@ class SDETask:
     return toolkit.predictions(out, offsets)
 
 
+def example_batch(config: mlc.ConfigDict) -> dict[str, Any]:
+  """ShapeDtypeStructs of the training batch (for parameter init)."""
+  return toolkit.example_batch(config.data.train, config.train.batch_size,
+                               num_frames=len(config.loss.frame_offsets))
+
+
 def make_evaluators(task: SDETask, config: mlc.ConfigDict, mesh, stream,
                     data_dir: str, workdir: str):
   """The depth evaluator of ``config.eval`` over ``stream``'s val split."""
@@ -144,7 +151,4 @@ def run(config: mlc.ConfigDict, workdir: str):
                                  workdir)
   return toolkit.run(
       config, workdir, task=task, train_iter=loader, mesh=mesh,
-      example_batch=toolkit.example_batch(
-          config.data.train, config.train.batch_size,
-          num_frames=len(config.loss.frame_offsets)),
-      evaluators=evaluators)
+      example_batch=example_batch(config), evaluators=evaluators)

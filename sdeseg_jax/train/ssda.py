@@ -240,8 +240,6 @@ class SSDATask:
       ``(source batch [B, ...], index [B] int32, G [B, K])``.
     """
     crit = "paper" if self.sc.depth_scale == "paper" else "reference"
-    if self.sc.mgs_criterion:
-      crit = self.sc.mgs_criterion
     cand = {k: v for k, v in source.items() if k not in ("K", "inv_K")}
     return geometry_match.select_matching(
         target_disp, source["pseudo_depth"], cand, crit,

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from sdeseg_jax.data import labels as labels_lib
+from sdeseg_jax.constants import IGNORE_INDEX
 from sdeseg_jax.geometry.transforms import transformation_from_parameters
 from sdeseg_jax.losses.monodepth import monodepth_loss
 from sdeseg_jax.losses.segmentation import cross_entropy
@@ -53,7 +53,6 @@ from sdeseg_jax.train import checkpoint as ckpt_lib
 from sdeseg_jax.train import state as state_lib
 from sdeseg_jax.train import trainer
 
-IGNORE_INDEX = labels_lib.IGNORE_INDEX
 Batch = dict[str, Any]
 
 

@@ -228,20 +228,50 @@ class StrongAugmentTest(absltest.TestCase):
         lambda k: augment.augment_gates(k, 0.0, 1.0))(keys)
     self.assertFalse(bool(jnp.any(never)))
 
-  def test_follows_gates(self):
-    x = jax.random.uniform(jax.random.key(0), (1, 24, 24, 3))
-    fn = jax.jit(chex.assert_max_traces(n=1)(augment.strong_augment))
+  def test_with_hand_made_draws(self):
+    # Gates, jitter factors and sigma given, checked against numpy: jitter
+    # = brightness x1.25 only ("standard": the other ops are neutral), blur
+    # = a 3-tap Gaussian of sigma 1 (kernel size 3 at 24 px), reflect pad.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 0.8, (1, 24, 24, 3)).astype(np.float32)
+    fn = jax.jit(chex.assert_max_traces(n=1)(
+        lambda im, d: augment.strong_augment_with_draws(im, d, "standard")))
+    g = np.exp(-np.arange(-1.0, 2.0) ** 2 / 2.0)
+    g /= g.sum()
+
+    def np_blur(im):
+      p = np.pad(im, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+      v = sum(g[i] * p[:, i:i + 24] for i in range(3))
+      return sum(g[i] * v[:, :, i:i + 24] for i in range(3))
+
+    for do_j in (False, True):
+      for do_b in (False, True):
+        draws = {"do_jitter": jnp.asarray(do_j), "do_blur": jnp.asarray(do_b),
+                 "jitter": _params(b=1.25), "sigma": jnp.ones((1,))}
+        want = np.clip(x * 1.25, 0, 1) if do_j else x
+        want = np_blur(want) if do_b else want
+        np.testing.assert_allclose(fn(x, draws), want, atol=1e-5,
+                                   err_msg=f"jitter={do_j}, blur={do_b}")
+
+  def test_keyed_form_replays_its_draws(self):
+    x = jax.random.uniform(jax.random.key(0), (2, 24, 24, 3))
     seen = set()
     for seed in range(64):
       key = jax.random.key(seed)
-      (do_j, do_b), (kj, kb) = augment.augment_gates(key)
-      if (bool(do_j), bool(do_b)) in seen:
+      draws = augment.augment_draws(key, 2)
+      gates = (bool(draws["do_jitter"]), bool(draws["do_blur"]))
+      if gates in seen:
         continue
-      seen.add((bool(do_j), bool(do_b)))
-      want = augment.color_jitter(kj, x) if do_j else x
-      want = augment.gaussian_blur(kb, want) if do_b else want
-      np.testing.assert_allclose(fn(key, x), want, atol=1e-5)
+      seen.add(gates)
+      np.testing.assert_allclose(
+          augment.strong_augment(key, x),
+          augment.strong_augment_with_draws(x, draws), atol=1e-6)
+      if gates == (False, False):
+        np.testing.assert_array_equal(augment.strong_augment(key, x), x)
     self.assertLen(seen, 4)     # every gate combination was exercised
+    self.assertTrue(bool(jnp.all(
+        (draws["sigma"] >= 0.15) & (draws["sigma"] <= 1.15))))
+    x = x[:1]
     np.testing.assert_array_equal(
         augment.strong_augment(jax.random.key(1), x, jitter_prob=0.0,
                                blur_prob=0.0), x)

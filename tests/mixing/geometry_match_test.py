@@ -60,10 +60,10 @@ class GeometryMatchTest(absltest.TestCase):
       np.testing.assert_array_equal(idx, [1, 1])
       np.testing.assert_array_equal(chosen["label"][:, 0, 0], [1, 4])
       np.testing.assert_array_equal(chosen["image"][:, 0, 0, 0], [1.0, 4.0])
-      np.testing.assert_array_equal(chosen["disp"], src[jnp.arange(2), idx])
+      np.testing.assert_array_equal(chosen["disp"], src[:, 1])
 
   def test_criteria_can_disagree_with_mixed_scales(self):
-    # With raw values the target at 0.05 is nearer 0.2 than 0.0; the paper's
+    # With raw values the target at 0.05 is nearer 0.0 than 0.2; the paper's
     # inverse-depth map is affine so it keeps the same order here, but the
     # distances differ in size.
     tgt = jnp.full((1, 16, 4), 0.05)

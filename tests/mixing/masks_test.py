@@ -114,6 +114,60 @@ class ClassMixTest(absltest.TestCase):
       masks.class_mix_mask(self.labels, jax.random.key(0), choose="half")
 
 
+class GivenDrawsTest(absltest.TestCase):
+  """The draw-taking forms on hand-made draws (what a recorded reference
+  draw would be replayed through)."""
+
+  def test_class_mix_mask_from_choice(self):
+    labels = jnp.array([[[0, 1], [250, 2]], [[3, 3], [0, 77]]], jnp.int32)
+    c = 4
+    chosen = np.zeros((2, c + 1), bool)
+    chosen[0, [1, c]] = True   # class 1 and the ignore slot
+    chosen[1, 3] = True
+    m = masks.class_mix_mask_from_choice(labels, chosen, num_classes=c)
+    np.testing.assert_array_equal(m, [[[0, 1], [1, 0]], [[1, 1], [0, 0]]])
+    with self.assertRaisesRegex(ValueError, r"\[B, C\+1\]"):
+      masks.class_mix_mask_from_choice(labels, chosen[:, :c], num_classes=c)
+
+  def test_present_and_choose_classes(self):
+    labels = jnp.array([[[0, 1], [250, 2]]], jnp.int32)
+    present = masks.present_classes(labels, 4)
+    np.testing.assert_array_equal(present, [[1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(
+        masks.present_classes(labels, 4, include_ignore=True),
+        [[1, 1, 1, 0, 1]])
+    scores = jnp.array([[0.9, 0.1, 0.5, 0.0, 0.2]])
+    # floor(3/2) = 1: the lowest present score (class 1; class 3 is absent).
+    np.testing.assert_array_equal(
+        masks.choose_classes(present, scores, "floor"), [[0, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        masks.choose_classes(present, scores, "ceil"), [[0, 1, 1, 0, 0]])
+
+  def test_keyed_class_mix_replays_its_scores(self):
+    labels = jax.random.randint(jax.random.key(0), (2, 8, 8), 0, 6)
+    key = jax.random.key(3)
+    present = masks.present_classes(labels, 19)
+    chosen = masks.choose_classes(present,
+                                  jax.random.uniform(key, present.shape))
+    np.testing.assert_array_equal(
+        masks.class_mix_mask(labels, key),
+        masks.class_mix_mask_from_choice(labels, chosen))
+
+  def test_cut_mix_mask_from_box(self):
+    m = masks.cut_mix_mask_from_box((2, 3, 4), jnp.array([1, 0]),
+                                    jnp.array([0, 2]), jnp.array([2, 4]),
+                                    jnp.array([2, 1]))
+    np.testing.assert_array_equal(m[0], [[1, 0, 0, 1], [1, 0, 0, 1],
+                                         [1, 1, 1, 1]])
+    np.testing.assert_array_equal(m[1], [[1, 1, 1, 1], [1, 1, 1, 1],
+                                         [0, 0, 0, 0]])
+
+  def test_margin_from_flips(self):
+    np.testing.assert_allclose(
+        masks.margin_from_flips(jnp.array([True, False, True]), 0.03),
+        [-0.03, 0.03, -0.03])
+
+
 class CutMixTest(absltest.TestCase):
 
   def test_box_half_area(self):

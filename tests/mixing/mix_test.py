@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdeseg_jax.mixing import augment
 from sdeseg_jax.mixing import masks
 from sdeseg_jax.mixing import mix
 from sdeseg_jax.mixing import pseudo_label
@@ -127,41 +126,3 @@ class CrossDomainTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
-
-
-def _intra_domain_step(rng, images, disp, probs, labels, is_labeled):
-  """The whole DepthMix branch of the SSL step, as the engine will use it."""
-  k_aug, k_cut, k_cls = jax.random.split(rng, 3)
-  partner = masks.pair_partner_index(images.shape[0])
-  mask = masks.depth_mix_mask(masks.normalize_disparity(disp), partner)
-  mixed = mix.mix_with_partner(mask, images, partner)
-  conf, target = mix.mix_teacher_targets(mask, probs, partner, labels,
-                                         is_labeled)
-  weights = pseudo_label.pixel_weights(conf)
-  # The other masks must trace in the same program as well.
-  extra = (masks.cut_mix_mask(k_cut, mask.shape) +
-           masks.class_mix_mask(target, k_cls))
-  return augment.strong_augment(k_aug, mixed), target, weights, extra
-
-
-class PipelineTest(absltest.TestCase):
-
-  def test_intra_domain_branch_compiles_once(self):
-    fn = jax.jit(chex.assert_max_traces(n=1)(_intra_domain_step))
-    b, h, w, c = 4, 32, 64, 19
-    for seed in range(2):
-      keys = jax.random.split(jax.random.key(seed), 4)
-      images = jax.random.uniform(keys[0], (b, h, w, 3))
-      disp = jax.random.uniform(keys[1], (b, h, w))
-      probs = jax.nn.softmax(3 * jax.random.normal(keys[2], (b, h, w, c)))
-      labels = jax.random.randint(keys[3], (b, h, w), 0, c)
-      labels = labels.at[:, :4].set(250)
-      is_labeled = jnp.array([True, False, False, True])
-      aug, target, weights, _ = fn(keys[0], images, disp, probs, labels,
-                                   is_labeled)
-      self.assertEqual(aug.shape, images.shape)
-      self.assertEqual(target.dtype, jnp.int32)
-      # Labeled-ignore rows of image 0 stay 250 where the mask kept them.
-      self.assertTrue(bool(jnp.any(target == 250)))
-      self.assertEqual(weights.shape, (b, h, w))
-      self.assertLen(np.unique(np.asarray(weights)), 1)

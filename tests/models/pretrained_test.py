@@ -3,6 +3,7 @@
 import os
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import flax
 import jax
 import jax.numpy as jnp
@@ -10,10 +11,42 @@ import numpy as np
 
 from sdeseg_jax.models import pretrained
 from sdeseg_jax.models.joint import SDENet
+from sdeseg_jax.models.resnet import ResNetEncoder
 from tests.models import _helpers as H
+from tests.models import _torchvision
 
 
 TR = H.load_torch_ref()
+TV = _torchvision.load_models()
+
+
+def _expected_from_torch(sd):
+  """The flax tree a torch ResNet state dict should become, derived here
+  from the naming rules (not by the converter): ``layer1.0.downsample.1.
+  running_var`` -> ``batch_stats/layer1_0/downsample_1/var``; conv weights
+  OIHW -> HWIO; ``fc.*`` and ``num_batches_tracked`` are not encoder
+  variables."""
+  leaf_names = {"bias": "bias", "running_mean": "mean", "running_var": "var"}
+  out = {}
+  for key, value in sd.items():
+    parts = key.split(".")
+    if parts[0] == "fc" or parts[-1] == "num_batches_tracked":
+      continue
+    value = np.asarray(value, np.float32)
+    *module, leaf = parts
+    if module[0].startswith("layer"):
+      module = [f"{module[0]}_{module[1]}"] + module[2:]
+    if len(module) == 3:  # downsample.0 / downsample.1
+      module = module[:1] + [f"{module[1]}_{module[2]}"]
+    if leaf == "weight":
+      leaf = "kernel" if value.ndim == 4 else "scale"
+      if value.ndim == 4:
+        value = value.transpose(2, 3, 1, 0)
+    else:
+      leaf = leaf_names[leaf]
+    coll = "batch_stats" if leaf in ("mean", "var") else "params"
+    out[(coll, *module, leaf)] = value
+  return out
 
 
 def _r18(seed, in_ch=3):
@@ -89,9 +122,8 @@ class ResNetImportTest(absltest.TestCase):
                            os.path.join(tmp, "out")])
     self.assertEqual(os.path.basename(out), "resnet18.npz")
     loaded = pretrained.load_npz(out)
-    want = pretrained.resnet_variables(TR.state_dict_numpy(net), 18)
+    flat_w = _expected_from_torch(TR.state_dict_numpy(net))
     flat_l = flax.traverse_util.flatten_dict(loaded)
-    flat_w = flax.traverse_util.flatten_dict(want)
     self.assertEqual(set(flat_l), set(flat_w))
     for k in flat_w:
       np.testing.assert_array_equal(flat_l[k], flat_w[k])
@@ -111,6 +143,64 @@ class ResNetImportTest(absltest.TestCase):
       pretrained.merge_variables(abstract, loaded, at=("pose",))
     with self.assertRaisesRegex(FileNotFoundError, "nope.npz"):
       pretrained.load_npz(os.path.join(tmp, "nope.npz"))
+
+
+@absltest.skipIf(TV is None, "torchvision (or torch) not installed")
+class TorchvisionResNetTest(parameterized.TestCase):
+  """The converter on the real torchvision ResNet state dicts."""
+
+  @parameterized.parameters(18, 34, 50, 101)
+  def test_every_key_and_shape(self, depth):
+    net = getattr(TV, f"resnet{depth}")(weights=None)
+    sd = {k: v.numpy() for k, v in net.state_dict().items()}
+    variables = pretrained.resnet_variables(sd, depth, source=f"r{depth}")
+    flat = flax.traverse_util.flatten_dict(variables)
+    want = _expected_from_torch(sd)
+    self.assertEqual(set(flat), set(want))
+    for path, value in want.items():
+      self.assertEqual(flat[path].shape, value.shape, path)
+    # Spot checks written out by hand.
+    self.assertEqual(flat[("params", "conv1", "kernel")].shape,
+                     (7, 7, 3, 64))
+    last = 2048 if depth >= 50 else 512
+    self.assertEqual(
+        flat[("batch_stats", "layer4_0", "downsample_1", "var")].shape,
+        (last,))
+    np.testing.assert_array_equal(
+        flat[("params", "layer3_1", "conv2", "kernel")],
+        sd["layer3.1.conv2.weight"].transpose(2, 3, 1, 0))
+
+  @parameterized.parameters(18, 50)
+  def test_features_match_torchvision_forward(self, depth):
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.manual_seed(depth)
+    net = getattr(TV, f"resnet{depth}")(weights=None)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+      for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+          m.running_mean.uniform_(-0.1, 0.1)
+          m.running_var.uniform_(0.5, 1.5)
+          m.weight.uniform_(0.5, 1.5)
+          m.bias.uniform_(-0.1, 0.1)
+    net.eval()
+    sd = {k: v.numpy() for k, v in net.state_dict().items()}
+    variables = pretrained.resnet_variables(sd, depth)
+    x = np.random.default_rng(depth).uniform(size=(1, 64, 64, 3)).astype(
+        np.float32)
+    out = ResNetEncoder(depth, 32).apply(variables, x, False)
+    with torch.no_grad():
+      t = (H.nhwc_to_torch(x) - 0.45) / 0.225  # monodepth2's normalisation
+      f = [net.relu(net.bn1(net.conv1(t)))]
+      f.append(net.layer1(net.maxpool(f[0])))
+      for layer in (net.layer2, net.layer3, net.layer4):
+        f.append(layer(f[-1]))
+    for k in range(5):
+      ref = H.nchw(f[k])
+      # fp32 rounding grows with the activations (randomly initialised deep
+      # nets reach magnitudes in the hundreds): bound relative to them.
+      np.testing.assert_allclose(out[f"f{k}"], ref,
+                                 atol=1e-5 * max(1.0, np.abs(ref).max()),
+                                 rtol=0, err_msg=f"f{k}")
 
 
 @absltest.skipIf(TR is None, "torch not installed")
