@@ -22,7 +22,9 @@ VARIANTS = ("run=/tmp/run", "run=/tmp/run,step=best,protocol=both,split=val")
 def get_config(arg=None):
   a = common.parse_arg(arg, run="", step="latest", model="student", split="",
                        protocol="", num_batches=-1, batch=0, path="",
-                       data_root="", tfds_dir="")
+                       data_root="", tfds_dir="", runlocal=False)
+  if a.runlocal:  # a quick check: one batch of the split
+    a.num_batches = 1
   config = common.mlc.ConfigDict()
   config.mode = "evaluate"
   config.evaluate = common.mlc.ConfigDict(dict(

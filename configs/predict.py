@@ -31,7 +31,9 @@ VARIANTS = ("run=/tmp/run,input=/tmp/images",
 def get_config(arg=None):
   a = common.parse_arg(arg, run="", input="", step="latest", model="student",
                        resolution="resize", fps=0.0, batch=4, alpha=0.5,
-                       overwrite=False)
+                       overwrite=False, runlocal=False)
+  if a.runlocal:  # a quick local check: one image per call
+    a.batch = 1
   config = common.mlc.ConfigDict()
   config.mode = "predict"
   config.predict = common.mlc.ConfigDict(dict(

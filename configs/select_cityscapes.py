@@ -19,11 +19,13 @@ sdeseg_jax.models.pretrained --depth 50``), ``pseudo_depth`` (the
 teacher's exported 8-bit pseudo depth of the train split; "" exports it
 into the workdir), ``uncertainty`` (reference: the masked E of the code;
 l1: the paper's plain L1), ``lambda_e`` (1000), ``steps`` (a factor on the
-student iterations 4k..20k, e.g. 0.01 for a smoke run).
+student iterations 4k..20k, e.g. 0.01 for a smoke run), ``runlocal``
+(``steps`` at most 0.001: 4..20 student steps per round).
 """
 
 from configs import common
 from configs import ssl_cityscapes
+from sdeseg_jax.data import labels
 
 METHODS = ("ds_us", "ds", "us", "entropy", "random")
 SEEDS = (42, 43, 44)
@@ -85,7 +87,9 @@ def get_config(arg=None):
   a = common.parse_arg(
       arg, method="ds_us", seed=42, path="", teacher="", imnet="",
       pseudo_depth="", uncertainty="reference", lambda_e=1000.0, steps=1.0,
-      schedule="-".join(str(n) for n in SCHEDULE))
+      schedule="-".join(str(n) for n in SCHEDULE), runlocal=False)
+  if a.runlocal:  # the whole program at a few student steps per round
+    a.steps = min(a.steps, 1e-3)
   config = common.mlc.ConfigDict()
   pool = common.stream_config(
       "cityscapes_select", "cityscapes", path=a.path,
@@ -103,5 +107,5 @@ def get_config(arg=None):
       config, method=a.method, seed=a.seed, teacher=a.teacher,
       schedule=parse_sizes(a.schedule), student_steps=steps,
       lambda_e=a.lambda_e, uncertainty=a.uncertainty, batch_size=2,
-      eval_batch_size=2, class_names=ssl_cityscapes.common_class_names())
+      eval_batch_size=2, class_names=labels.CLASS_NAMES)
   return config

@@ -17,7 +17,7 @@ all). ``runlocal``: 32x64 images, 8 sequences, schedule 2-4-6, 2 steps.
 
 from configs import common
 from configs import select_cityscapes
-from configs import ssl_cityscapes
+from sdeseg_jax.data import labels
 
 VARIANTS = tuple(f"method={m}" for m in select_cityscapes.METHODS) + (
     "runlocal", "runlocal,method=entropy")
@@ -60,7 +60,7 @@ def get_config(arg=None):
       config, method=a.method, seed=a.seed, teacher=a.teacher,
       schedule=schedule, student_steps=steps, lambda_e=a.lambda_e,
       uncertainty=a.uncertainty, batch_size=4, eval_batch_size=4,
-      class_names=ssl_cityscapes.common_class_names(), lr=a.lr)
+      class_names=labels.CLASS_NAMES, lr=a.lr)
   config.train.update(log_every=max(1, min(steps) // 2),
                       checkpoint_every=max(1, min(steps) // 2))
   return config
