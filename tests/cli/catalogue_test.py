@@ -91,7 +91,7 @@ class CatalogueTest(absltest.TestCase):
         self.main("--config=configs/prepare.py:nope=1",
                   "--workdir=" + self.workdir()),
         r"--config=configs/prepare\.py:nope=1: .*unknown config argument "
-        r"'nope'; known: \[")
+        r"'nope' \(in 'nope=1'\); known: ")
     self.assert_one_line_error(
         self.main("--config=configs/prepare.py",
                   "--config.data.stream.val_count=ten",
@@ -211,8 +211,9 @@ class CatalogueTest(absltest.TestCase):
                   "--config.init.checkpoint=" + self.sde,
                   "--config.init.patterns=('encoder/.*',)",
                   "--config.train.num_steps=1", "--workdir=" + self.workdir()),
-        rf"config\.init: params/encoder/\S+ from {self.sde} \(16,\) does not "
-        r"fit this model \(\(8,\)\)")
+        rf"config\.init: params/encoder/\S+ of {self.sde} step \d+ \(16,\) "
+        r"does not fit params/encoder/\S+ \(\(8,\)\); the earlier run must "
+        r"use the same encoder")
     self.assertEqual(_cli.tree_digest(self.sde), before)
 
   def test_export_without_checkpoint(self):

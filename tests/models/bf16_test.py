@@ -93,13 +93,12 @@ def _batches(mode):
       stream.path = root
       loader = pipeline.make_loader(
           stream, split="train", global_batch_size=2, seed=0, train=False,
-          mesh=None, data_dir=tfds_dir)
+          data_dir=tfds_dir)
       b = next(iter(loader))
       loader.close()
       _CACHE[key] = [jax.device_get(b)] * _STEPS
     else:
-      its = ssl.make_train_iterators(_ssl_config("float32"), root, None,
-                                     tfds_dir)
+      its = ssl.make_train_iterators(_ssl_config("float32"), root, tfds_dir)
       _CACHE[key] = [jax.device_get(next(its)) for _ in range(_STEPS)]
       its.close()
   return _CACHE[key]
