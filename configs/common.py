@@ -223,10 +223,10 @@ def optim_config(**overrides) -> mlc.ConfigDict:
 
 
 def sde_loss_config(**overrides) -> mlc.ConfigDict:
-  """monodepth2 self-supervised depth loss (REFERENCE_SPEC 3).
+  """monodepth2 self-supervised depth loss, with the reference's constants.
 
   Read by ``sdeseg_jax.losses.monodepth_loss``; ``feature_distance_weight``
-  (lambda_F of 3.4, 1e-2 in SDE stage 2) is applied by the training step.
+  (lambda_F, 1e-2 in SDE stage 2) is applied by the training step.
   """
   c = mlc.ConfigDict()
   c.min_depth = 0.1
@@ -250,7 +250,7 @@ def sde_loss_config(**overrides) -> mlc.ConfigDict:
 def model_config(variant: str = "ssl", **overrides) -> mlc.ConfigDict:
   """Network settings, read by ``sdeseg_jax.models.joint.from_config``.
 
-  Variants (REFERENCE_SPEC §2, §8):
+  Variants (the reference's networks and config defaults):
     ``"sde"``: Cityscapes SDE pretraining net, R101 OS16, dec6, pose net, no
       segmentation head (``SDENet``).
     ``"sde_source"``: source-domain SDE (ssda ``sde_dec11``), R101 OS32, dec11.

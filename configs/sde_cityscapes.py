@@ -1,4 +1,4 @@
-r"""SDE pretraining on Cityscapes sequences (REFERENCE_SPEC 4.2).
+r"""SDE pretraining on Cityscapes sequences (the reference's master stages).
 
   python -m sdeseg_jax.main --config=configs/sde_cityscapes.py:stage=2,\
 path=/data/cityscapes,init=/runs/sde_stage1,imnet=/w/resnet101.npz \
@@ -17,16 +17,17 @@ colour augmentation, every sequence frame with both neighbours:
   distance lambda_F = 1e-2 (``fd=0``: the no-feature-distance ablation).
 
 ``num_steps = train_iters - 1``: the reference loop exits one step early
-(REFERENCE_SPEC 4.1, 10.11). Intrinsics default to the master (CVPR) K
-(``master_k``; REFERENCE_SPEC 1.6) that produced the released checkpoints.
+(an off-by-one loop exit). Intrinsics default to the master (CVPR) K
+(``master_k``: full-resolution K on half-resolution images) that produced
+the released checkpoints.
 The reference trains stage 2 with AMP; this port stays fp32 unless
 ``dtype=bfloat16``. ``seed`` drives initialisation and data order.
 ``runlocal``: 10 steps (the LR milestone and the intervals scaled down).
 
-Pseudo depth (``mode=export_depth``, REFERENCE_SPEC 5.5) is exported over
-the annotated images (stream ``config.data.seg``: ``leftImg8bit/``, frame
-offset 0, 1024x512, no crop/flip/augmentation, train and val). By default
-it is the reference's v1 format, min-max normalised u8, which the SSL
+Pseudo depth (``mode=export_depth``) is exported over the annotated images
+(stream ``config.data.seg``: ``leftImg8bit/``, frame offset 0, 1024x512,
+no crop/flip/augmentation, train and val). By default it is the
+reference's v1 format, min-max normalised u8, which the SSL
 configs read (``pseudo_depth=``) and SSDA with ``depth_scale=reference``.
 ``export=paper|reference`` switches to ``mode=export_depth`` in the format
 of that SSDA depth scale (``configs/ssda_gta.py:PSEUDO_DEPTH``; ``paper``:

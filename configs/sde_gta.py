@@ -1,4 +1,4 @@
-r"""Source-domain SDE on GTA sequences (ssda exp 310, REFERENCE_SPEC 5.5).
+r"""Source-domain SDE on GTA sequences (ssda exp 310).
 
   python -m sdeseg_jax.main --config=configs/sde_gta.py:path=/data/gta5,\
 imnet=/w/resnet101.npz,pose_imnet=/w/resnet18_x2.npz --workdir=/runs/sde_gta
@@ -8,7 +8,7 @@ Then the pseudo depth SSDA reads (``configs/ssda_gta.py``): the
 *segmentation* images (``images/``, stream ``config.data.seg`` =
 ``ssda_gta.source_stream``: frame offset 0, 1024x512, no crop, flip or
 colour augmentation, train and val splits), raw sigmoid disparity as u16
-(both depth scales use the raw source disparity, REFERENCE_SPEC 5.5)::
+(both depth scales use the raw source disparity, as in the reference)::
 
   python -m sdeseg_jax.main --config=configs/sde_gta.py:export=paper,\
 path=/data/gta5 --workdir=/runs/sde_gta \

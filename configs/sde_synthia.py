@@ -1,4 +1,4 @@
-r"""Source-domain SDE on Synthia sequences (ssda exp 310, REFERENCE_SPEC 5.5).
+r"""Source-domain SDE on Synthia sequences (ssda exp 310).
 
 Same recipe as ``configs/sde_gta.py`` (R101 OS32 + dec11, Adam 1e-4 /
 backbone 1e-5, 350k its), with SynthiaSeq intrinsics fx = fy = 532.740352 px

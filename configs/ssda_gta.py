@@ -1,4 +1,4 @@
-r"""SSDA GTA5 -> Cityscapes (IJCV §3.5; ssda exps 260/262, REFERENCE_SPEC 5).
+r"""SSDA GTA5 -> Cityscapes (IJCV §3.5; ssda exps 260/262).
 
 THE MAIN JOB of the project (the full method, exp 262 ``*_depthmix_tdm_cdm_
 mg_mtl``: PAD multi-task net initialised from the Cityscapes SDE, labeled
@@ -22,8 +22,9 @@ Matching Geometry Sampling)::
 Arguments (``--config=configs/ssda_gta.py:row=dacs,n=200``):
 
 * ``row``: a row of Table 11 (``ROWS``; the paper's names, note the code's
-  swapped names in §5.7): ``target_only``, ``baseline`` (source + target
-  CE), ``dacs`` (cross-domain ClassMix), ``cdm``, ``tdm``, ``cdm_tdm``,
+  swapped CDM/TDM names in the reference's ``experiments.py``):
+  ``target_only``, ``baseline`` (source + target CE), ``dacs`` (cross-domain
+  ClassMix), ``cdm``, ``tdm``, ``cdm_tdm``,
   ``cdm_tdm_mgs`` (exp 260, transfer head, ImageNet init) and ``full``
   (exp 262, multi-task PAD from the SDE; the default).
 * ``n``: labeled target images (100 | 200 | 500 | 2975, Tables 15/16);
@@ -33,7 +34,7 @@ Arguments (``--config=configs/ssda_gta.py:row=dacs,n=200``):
 * ``depth_scale``: ``paper`` (both domains' raw SDE disparities, G on
   ``log(1 + 1/D)``) or ``reference`` (code parity: 8-bit min-max normalised
   target, raw 16-bit source, compared as given). The pseudo-depth folders
-  must match (``PSEUDO_DEPTH``; REFERENCE_SPEC 5.5): ``paper`` = both raw
+  must match (``PSEUDO_DEPTH``): ``paper`` = both raw
   sigmoid disparities as u16; ``reference`` = Cityscapes min-max
   normalised u8, source raw u16. The ``export=<depth_scale>`` variant of
   each SDE config writes exactly that, for the *segmentation* images this
@@ -77,8 +78,9 @@ CROP_SIZE = (512, 512)
 CITYSCAPES_FULL_RES = (2048, 1024)
 
 # depth_scale -> {domain: (encoding, normalize)} of the pseudo-depth files
-# SSDA reads (REFERENCE_SPEC 5.4, 5.5). The SDE configs' ``export=`` variants
-# write these; the SSDA streams read them with the same encoding.
+# SSDA reads (the reference pairs raw source with min-max normalised target
+# disparity). The SDE configs' ``export=`` variants write these; the SSDA
+# streams read them with the same encoding.
 PSEUDO_DEPTH = {
     "paper": {"target": ("u16", False), "source": ("u16", False)},
     "reference": {"target": ("u8", True), "source": ("u16", False)},

@@ -10,9 +10,9 @@ stage-2 run; its exported pseudo depth on CamVid for DepthMix). CamVid has
 no sequences, so there is no multi-task row. Rows of Table 10: ``baseline``,
 ``classmix``, ``transfer_depthmix`` (Ours w/o S) and ``transfer_depthmix``
 with ``select=<json>`` (Ours). Settings of the reference's ``camvid``
-defaults (§8): 480x360 upsampled to 672x512, 512x512 crops, 20k
+defaults: 480x360 upsampled to 672x512, 512x512 crops, 20k
 iterations, LR x0.1 after 15k, evaluation on ``test``. The head has 12
-outputs (the reference's [BUG], §1.3; class 11 never occurs in the labels);
+outputs (the reference's [BUG]; class 11 never occurs in the labels);
 ``classes11`` gives the 11-class head.
 """
 

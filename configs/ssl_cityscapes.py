@@ -1,4 +1,4 @@
-r"""Semi-supervised segmentation on Cityscapes (REFERENCE_SPEC 4.3-4.5, IJCV
+r"""Semi-supervised segmentation on Cityscapes (master exps 210-212, IJCV
 Tables 3, 5, 7, 9).
 
   python -m sdeseg_jax.main --workdir=/runs/ssl_dx_mtl_372_s42 \
@@ -24,11 +24,13 @@ Rows (``row=``; see docs/reproduce.md for the table each one belongs to):
   ``transfer_dcompgt0.030``).
 * ``mtl_depthmix``: PAD multi-task + DepthMix on the student's online
   disparity, SDE loss on the labeled and the unlabeled batch, pose net also
-  run in the mixed forward (``config.ssl.mixed_pose``, §10.17) (212).
+  run in the mixed forward (``config.ssl.mixed_pose``, as the reference does)
+  (212).
 
 Modifiers: ``labels`` (100 | 372 | 744 | 2975; random subset with
-``np.random.seed(seed)``, §1.7), ``seed`` (7 | 25 | 42: training and subset
-seed), ``select=<dir or json>`` (S: the labeled subset written by
+``np.random.seed(seed)`` as in the reference), ``seed`` (7 | 25 | 42:
+training and subset seed), ``select=<dir or json>`` (S: the labeled subset
+written by
 ``mode=select``, ``configs/select_cityscapes.py``: its workdir, whose
 ``nlabels{labels}_subset.json`` is read, or one such list, whose first
 ``labels`` entries are used), ``teacher=eval`` (teacher in inference mode with averaged
@@ -133,7 +135,7 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
   # The reference applies L_D to the unlabeled batch as well in 212.
   config.ssl.sde_on_unlabeled = mtl and unl and bool(a.sde_twice)
   # 212 also runs the pose net in the mixed forward (mixed centre, original
-  # neighbours): unused outputs, updated pose BatchNorm statistics (§10.17).
+  # neighbours): unused outputs, updated pose BatchNorm statistics.
   config.ssl.mixed_pose = mtl and unl
   config.mix = common.mlc.ConfigDict(dict(
       mask=mask or "none", depth_source=depth_source or "pseudo",

@@ -58,7 +58,7 @@ def intrinsics_matrix(fx, fy, cx, cy):
 def scale_intrinsics(K, scale: int):
   """Intrinsics of pyramid level ``scale``: rows 0 and 1 divided by 2**scale.
 
-  This is the reference's convention (REFERENCE_SPEC 1.6): the principal
+  This is the reference's (ssda branch) convention: the principal
   point is divided too, without a half-pixel correction.
 
   Args:
@@ -106,7 +106,7 @@ def flip_intrinsics(K, width, height=None):
   Follows the reference: ``cx -> width - cx`` (in normalised units the
   reference does ``u0 -> 1 - u0``). Passing ``height`` additionally maps
   ``cy -> height - cy``, which reproduces the master branch's vertical
-  principal-point flip [BUG][PARITY] (REFERENCE_SPEC 1.6); leave it None for
+  principal-point flip [BUG][PARITY]; leave it None for
   correct geometry.
 
   Args:

@@ -9,7 +9,7 @@ def disp_to_depth(disp, min_depth: float, max_depth: float):
   """Maps a sigmoid disparity to a depth in ``[min_depth, max_depth]``.
 
   ``scaled = 1/max + (1/min - 1/max) * disp`` and ``depth = 1 / scaled``
-  (REFERENCE_SPEC 3.1 step 2).
+  (monodepth2's ``disp_to_depth``).
 
   Args:
     disp: ``[...]`` disparity in ``[0, 1]`` (any shape, e.g. [B, H, W, 1]).
@@ -93,7 +93,7 @@ def _matmul(a, b):
 
 
 def transformation_from_parameters(axisangle, translation, invert: bool):
-  """Pose network output to a 4x4 camera transform (REFERENCE_SPEC 2.3).
+  """Pose network output to a 4x4 camera transform (monodepth2).
 
   Without ``invert``: ``M = T(t) @ R``. With ``invert`` (used for negative
   frame offsets): ``M = R^T @ T(-t)``, which is exactly ``inv(T(t) @ R)``.

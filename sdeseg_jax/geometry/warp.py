@@ -142,7 +142,8 @@ def bilinear_sample(img, pix):
 
 
 def inverse_warp(src, depth, T, K, inv_K):
-  """Synthesises the target view from ``src`` (REFERENCE_SPEC 3.1 step 3).
+  """Synthesises the target view from ``src`` (monodepth2's backproject,
+  project and ``grid_sample``).
 
   Each target pixel is back-projected with its ``depth``, moved by ``T``
   (target camera -> source camera) and projected into ``src``, which is

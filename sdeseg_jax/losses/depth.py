@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 def berhu(pred, target, mask, apply_log: bool = False,
           threshold: float = 0.2):
-  """Reverse Huber loss of the reference (REFERENCE_SPEC 6.6).
+  """Reverse Huber loss of the reference (its data-selection student).
 
   ``a = |target - pred| * mask``; ``c = threshold * max(a)`` over the whole
   batch, a constant (stop-gradient, the reference calls ``.item()``);

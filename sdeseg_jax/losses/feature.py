@@ -1,4 +1,5 @@
-"""ImageNet feature-distance regulariser (REFERENCE_SPEC 3.4)."""
+"""ImageNet feature-distance regulariser (``torch.dist`` of the encoder
+features in the reference's SDE stage 2)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ def feature_distance(a, b):
   """``torch.dist(a, b, p=2)``: Euclidean norm of ``a - b`` over everything.
 
   Neither squared nor averaged, so it grows with batch size and resolution
-  (REFERENCE_SPEC 10.23). The gradient at ``a == b`` is 0, as in torch
+  (as in the reference). The gradient at ``a == b`` is 0, as in torch
   (a plain ``sqrt`` would give NaN there).
 
   Args:

@@ -1,4 +1,5 @@
-"""Self-supervised monocular depth loss of monodepth2 (REFERENCE_SPEC 3).
+"""Self-supervised monocular depth loss of monodepth2, as the reference's
+``loss/monodepth_loss.py`` uses it.
 
 Multi-scale minimum reprojection with auto-masking plus edge-aware
 smoothness. Everything runs in float32; the loops over scales and frame

@@ -20,7 +20,7 @@ def ssim(x, y):
   """Per-pixel SSIM *loss* map of monodepth2's ``SSIM`` layer.
 
   Reflection padding by 1 and a 3x3 mean pool give local statistics;
-  ``loss = clamp((1 - SSIM) / 2, 0, 1)`` (REFERENCE_SPEC 3.2).
+  ``loss = clamp((1 - SSIM) / 2, 0, 1)``, as in monodepth2.
 
   Args:
     x: ``[B, H, W, C]`` image.

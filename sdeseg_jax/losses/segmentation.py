@@ -38,7 +38,7 @@ def cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX,
     jitted step on an unlabeled batch).
   * with ``pixel_weights``: ``mean over ALL B*H*W pixels of w * CE`` where
     ignored pixels contribute 0 but still count in the denominator
-    (REFERENCE_SPEC 4.5.7).
+    (as in the reference's ``calc_pseudo_label_loss``).
 
   Labels outside ``[0, C)`` other than ``ignore_index`` raise when the
   labels are concrete; under jit they are the caller's responsibility (they
@@ -88,7 +88,8 @@ def cross_entropy(logits, labels, ignore_index: int = IGNORE_INDEX,
 
 
 def pixel_wise_entropy(logits, normalize: bool = False):
-  """Per-pixel softmax entropy in units of ``log2(C)`` (REFERENCE_SPEC 6.8).
+  """Per-pixel softmax entropy in units of ``log2(C)`` (the reference's
+  ``pixel_wise_entropy``).
 
   ``-sum_c p log2(p + 1e-30) / log2(C)``; with ``normalize`` the map is
   then min-max scaled over the whole batch, as the reference.

@@ -10,7 +10,7 @@ def smoothness(disp, img):
 
   ``d = disp / (mean_{H,W}(disp) + 1e-7)`` per sample; then
   ``mean(|dx d| * exp(-mean_c |dx I|)) + mean(|dy d| * exp(-mean_c |dy I|))``
-  (REFERENCE_SPEC 3.3). Both means run over the whole batch.
+  (monodepth2's ``get_smooth_loss``). Both means run over the whole batch.
 
   Args:
     disp: ``[B, h, w, 1]`` disparity at its native resolution.

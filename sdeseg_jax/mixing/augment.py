@@ -1,14 +1,14 @@
 """Strong augmentation of mixed images: colour jitter and Gaussian blur.
 
 Images are float [B, H, W, 3] RGB in [0, 1]. Gates are drawn once per batch
-(jitter with probability 0.8, then blur with probability 0.5, §4.5.5); the
-jitter factors and the blur sigma are drawn per image. Everything is driven
-by jax keys and is jit-compatible with fixed shapes.
+(jitter with probability 0.8, then blur with probability 0.5, as the
+reference does); the jitter factors and the blur sigma are drawn per image.
+Everything is driven by jax keys and is jit-compatible with fixed shapes.
 
 Two colour-jitter modes:
 
 * `"kornia04"` (default; what the paper's numbers used): the reference's
-  kornia 0.4.0 `ColorJitter(0.25, 0.25, 0.25, 0.25)`, §4.5.5 and §10.9.
+  kornia 0.4.0 `ColorJitter(0.25, 0.25, 0.25, 0.25)`, quirks included.
   Per image b, c, s ~ U(0.75, 1.25), h ~ U(-0.25, 0.25) (a turn); one random
   order of the four ops shared by the batch; brightness is *additive*
   clamp(x + b - 1), contrast is clamp(x * c) *without* mean-centring,

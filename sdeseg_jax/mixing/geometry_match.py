@@ -1,4 +1,5 @@
-"""Matching Geometry Sampling (MGS) criterion inside the step (§5.4).
+"""Matching Geometry Sampling (MGS) criterion inside the step (the reference's
+``matching_geometry_loader``).
 
 For every target image the source candidate with the smallest geometric
 difference is chosen:
@@ -8,7 +9,7 @@ difference is chosen:
 where r zeroes the top `round(80/512·H)` and bottom `round(100/512·H)` rows
 (half-up rounding)
 (sky and ego-car hood), which still count in the denominator (reference
-behaviour, §10.16; margins scaled linearly with the crop height, exactly
+behaviour; margins scaled linearly with the crop height, exactly
 80/100 at 512).
 
 Two criteria:

@@ -48,7 +48,7 @@ def normalize_disparity(disp: jax.Array, eps: float = 0.0) -> jax.Array:
   """Per-image min-max normalisation of a disparity map to [0, 1].
 
   This is how the reference normalises the online student disparity for
-  DepthMix (212) and the exported pseudo-disparity (§5.5). A constant map
+  DepthMix (212) and the exported pseudo-disparity. A constant map
   (max == min, where the reference would divide by zero) maps to 0.
 
   Args:
@@ -102,7 +102,8 @@ def depth_mix_mask(
   """DepthMix mask M_i = [d_i >= d_j - margin] * [d_i >= ft], j = partner(i).
 
   `disp` should be per-image min-max normalised disparity
-  (`normalize_disparity`), since the margin 0.03 is in those units (§4.5.3).
+  (`normalize_disparity`), since the margin 0.03 is in those units, as in the
+  reference's ``depthcomp`` mask.
   The masks of a pair are not complementary: where |d_i - d_j| <= margin both
   mixed images keep their own pixel.
 

@@ -1,4 +1,4 @@
-"""Atrous spatial pyramid pooling (REFERENCE_SPEC §2.2, ``model_parts.ASPP``).
+"""Atrous spatial pyramid pooling (the reference's ``model_parts.ASPP``).
 
 Branches, in the reference's order: 1x1 conv; one dilated 3x3 conv per rate;
 image pooling (global mean -> 1x1 conv -> BN -> ReLU -> bilinear upsample).
@@ -27,8 +27,8 @@ class ASPP(nn.Module):
   """ASPP head.
 
   The pooling branch applies BatchNorm to a ``[B, 1, 1, C]`` map, i.e. in
-  train mode it normalises B values per channel (§10.15, replicated). Its
-  bilinear upsample from 1x1 is a broadcast.
+  train mode it normalises B values per channel (as the
+  reference does; replicated). Its bilinear upsample from 1x1 is a broadcast.
 
   Attributes:
     rates: atrous rates of the 3x3 branches, e.g. ``(6, 12, 18)``.

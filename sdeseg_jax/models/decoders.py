@@ -1,4 +1,5 @@
-"""ASPP + U-Net decoder used for depth and segmentation (REFERENCE_SPEC §2.2).
+"""ASPP + U-Net decoder used for depth and segmentation (the reference's
+``DepthDecoder``).
 
 Five stages i = 4, 3, 2, 1, 0. Stage i: ``upconv_i_0`` (ASPP for i == 4, else
 a ConvBlock), nearest x2 upsampling only if the tensor is narrower than the
@@ -23,7 +24,7 @@ from sdeseg_jax.models.layers import Conv2d, ConvBlock, upsample_nearest2x
 
 Dtype = Any
 
-# Named decoder variants of the reference configs (§2.2 table) plus a tiny
+# Named decoder variants of the reference configs plus a tiny
 # test-only one.
 DECODER_VARIANTS = {
     "dec6": dict(num_ch_dec=(64, 128, 128, 256, 256), aspp_rates=(6, 12, 18),

@@ -3,8 +3,8 @@
 ``SDENet`` is the self-supervised depth estimator of the pretraining stages;
 ``SegDepthNet`` is the shared encoder with a PAD-Net head or the transfer head
 (``JointSegDepthDec``), plus the pose net for the multi-task SDE loss
-(REFERENCE_SPEC §2.4-2.6). ``from_config`` builds either from
-``configs.common.model_config``.
+(the reference's ``JointSegmentationMonodepth``). ``from_config`` builds
+either from ``configs.common.model_config``.
 
 Top-level parameter collections (for LR groups in ``train/optim.py``):
 ``encoder``, ``depth`` (SDE depth decoder / transfer-mode depth decoder),
@@ -89,7 +89,7 @@ class SDENet(nn.Module):
     pose_depth: pose encoder depth (18).
     imnet_encoder: also build a frozen eval-mode copy of the encoder (same
       architecture, to be loaded with ImageNet weights) for the feature
-      distance of SDE stage 2 (§2.6, §3.4).
+      distance of SDE stage 2.
   """
   encoder_depth: int = 101
   output_stride: int = 16
@@ -147,7 +147,8 @@ class SDENet(nn.Module):
 
 
 class JointSegDepthDec(nn.Module):
-  """Transfer segmentation head (§2.4) with its own U-Net decoder.
+  """Transfer segmentation head (``joint_seg_depth_dec``) with its own
+  U-Net decoder.
 
   Layer indices: 0..4 are encoder features f0..f4, L > 4 is decoder stage
   ``9 - L`` (9 = upconv0 at full resolution). Each chosen layer is projected

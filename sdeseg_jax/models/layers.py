@@ -3,8 +3,8 @@
 Everything here is NHWC. Convolutions carry their own parameters so that the
 PyTorch default initialisation (which needs the input fan) and reflection
 padding can be expressed; BatchNorm updates its running variance with the
-*unbiased* batch variance as ``torch.nn.BatchNorm2d`` does (REFERENCE_SPEC
-§2.1 [PARITY]), which ``flax.linen.BatchNorm`` does not.
+*unbiased* batch variance as the reference's ``torch.nn.BatchNorm2d``
+does, which ``flax.linen.BatchNorm`` does not.
 
 Parameter and variable names follow flax (``kernel``/``bias``,
 ``scale``/``bias``, ``batch_stats: mean/var``) so optimisers and checkpoint

@@ -1,4 +1,5 @@
-"""PAD-Net attention-guided distillation head (REFERENCE_SPEC §2.5).
+"""PAD-Net attention-guided distillation head (the reference's
+``PAD``, ``mtl_pad``).
 
 Two full U-Net decoders (``depth_dec`` with disparities, ``seg_dec``
 without) run stages 4, 3, 2 on the shared encoder features. At stage 2 (1/4

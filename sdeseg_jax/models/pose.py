@@ -1,4 +1,4 @@
-"""Pose network: monodepth2 "separate_resnet" (REFERENCE_SPEC §2.3).
+"""Pose network: monodepth2 "separate_resnet", ``pose_model_input: pairs``.
 
 A ResNet-18 encoder on two frames stacked along channels (6 inputs) and a
 decoder on its layer4 features: squeeze 1x1 -> ReLU, 3x3 -> ReLU, 3x3 ->

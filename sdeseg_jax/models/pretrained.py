@@ -8,7 +8,7 @@ transforms the tensor: conv ``weight`` OIHW -> ``kernel`` HWIO, BN ``weight``
 ``var``. Missing keys, shape mismatches and (when ``strict``) unused keys
 raise one ``ValueError`` naming the file and the keys.
 
-Reference checkpoint files (REFERENCE_SPEC §11):
+Reference checkpoint files (PyTorch state dicts):
   * ``encoder.pth``: ``encoder.<torchvision name>`` (+ scalar entries
     ``height``/``width``/``use_stereo`` that are ignored);
   * ``depth.pth``: ``decoder.N.*``, the decoder's ``nn.ModuleList`` in

@@ -1,6 +1,6 @@
 """ResNet encoder (torchvision v1.5 structure) returning a feature dict.
 
-REFERENCE_SPEC §2.1: input in [0, 1] is normalised with (x - 0.45) / 0.225;
+As in the reference: input in [0, 1] is normalised with (x - 0.45) / 0.225;
 the encoder returns ``f0`` = ReLU(BN(conv1)) at 1/2 resolution (before the
 max-pool) and ``f1``..``f4`` = layer1..layer4. Output stride 16 follows
 torchvision's ``replace_stride_with_dilation=[False, False, True]``: layer4

@@ -24,7 +24,7 @@ class CityscapesTableTest(absltest.TestCase):
       self.assertEqual(ours.train_id, want, ours.name)
 
   def test_train_ids_follow_reference_order(self):
-    # REFERENCE_SPEC §1.3: these label ids map to 0..18 in order.
+    # As in the reference: these label ids map to 0..18 in order.
     ids = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31,
            32, 33)
     self.assertEqual(L.TRAIN_LABEL_IDS, ids)
@@ -65,7 +65,7 @@ class SourceTablesTest(absltest.TestCase):
     self.assertEqual(L.GTA5_ID_TO_TRAINID[26], 13)
 
   def test_synthia_map(self):
-    # Spot checks from REFERENCE_SPEC §1.3.
+    # Spot checks of the reference's Synthia mapping.
     m = L.SYNTHIA_ID_TO_TRAINID
     self.assertEqual((m[3], m[4], m[2], m[1], m[8], m[11], m[21]),
                      (0, 1, 2, 10, 13, 18, 3))

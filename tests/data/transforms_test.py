@@ -10,7 +10,7 @@ from PIL import Image
 from sdeseg_jax.data import pipeline
 from sdeseg_jax.data import transforms
 
-# Cityscapes normalised intrinsics (REFERENCE_SPEC §1.6).
+# Cityscapes normalised intrinsics of the reference's ssda branch.
 _CS = (2262.52 / 2048, 2265.30179 / 1024, 1096.98 / 2048, 513.137 / 1024)
 
 
@@ -23,7 +23,8 @@ def _png(a):
 class IntrinsicsTest(parameterized.TestCase):
 
   def test_ssda_matches_reference_numbers(self):
-    # §1.6: at scale 0, fx=1131.26, fy=1132.65, cx=548.49-x1, cy=256.57.
+    # Reference values at scale 0: fx=1131.26, fy=1132.65, cx=548.49-x1,
+    # cy=256.57.
     k = transforms.intrinsics_matrix(_CS, (2048, 1024), (1024, 512), 100, 0,
                                      False, "ssda")
     np.testing.assert_allclose(

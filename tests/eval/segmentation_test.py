@@ -13,7 +13,7 @@ from PIL import Image
 from sdeseg_jax.eval import segmentation
 from sdeseg_jax.eval import tables
 
-# Cityscapes label ids of train ids 0..18 (REFERENCE_SPEC §1.3).
+# Cityscapes label ids of train ids 0..18 (the reference's order).
 _VALID_IDS = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26,
                        27, 28, 31, 32, 33])
 

@@ -1,6 +1,6 @@
 """Shared test inputs and the torch re-implementations of monodepth2 layers.
 
-The torch functions are written from REFERENCE_SPEC §3 (NCHW); they are the
+The torch functions are written after monodepth2's loss (NCHW); they are the
 oracles the jnp losses are compared against. ``torch`` is None when PyTorch is
 not installed, and tests that need it skip.
 """

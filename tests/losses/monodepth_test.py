@@ -1,6 +1,6 @@
 """monodepth_loss against a torch re-implementation of monodepth2.
 
-The torch side follows REFERENCE_SPEC 3.1-3.3 in NCHW (BackprojectDepth,
+The torch side follows monodepth2 in NCHW (BackprojectDepth,
 Project3D, grid_sample, SSIM, get_smooth_loss, compute_losses) with the
 identity tie-breaking noise set to zero; the noise itself is tested through
 the forms that take it (``min_reprojection``, ``monodepth_loss_with_noise``).

@@ -21,7 +21,7 @@ def _pixel(rgb):
 
 
 def _np_kornia_rgb_to_hsv(rgb):
-  """float32 numpy transcription of REFERENCE_SPEC §4.5.5 (IEEE per op)."""
+  """float32 numpy transcription of kornia 0.4.0 rgb_to_hsv (IEEE per op)."""
   f32 = np.float32
   r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
   maxc, minc = rgb.max(-1), rgb.min(-1)

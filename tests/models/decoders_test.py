@@ -1,4 +1,4 @@
-"""UNetDecoder / ASPP: stage shapes (§2.2 table) and parity with torch."""
+"""UNetDecoder / ASPP: stage shapes of the reference and parity with torch."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -118,8 +118,8 @@ class TorchParityTest(parameterized.TestCase):
       want = ref(H.nhwc_to_torch(x))
     got, upd = m.apply(variables, x, True, mutable=["batch_stats"])
     np.testing.assert_allclose(got, H.nchw(want), atol=1e-5)
-    # The pooling-branch BN normalises 2 values per channel (§10.15) and
-    # updates its running variance with the unbiased variance.
+    # The pooling-branch BN normalises 2 values per channel (as in the
+    # reference) and updates its running variance with the unbiased variance.
     np.testing.assert_allclose(
         upd["batch_stats"]["convs_4_2"]["var"],
         ref.convs[4][2].running_var.numpy(), rtol=1e-5, atol=1e-6)

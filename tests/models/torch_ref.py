@@ -5,7 +5,7 @@ STACK.md), so the ResNet here reproduces torchvision 0.7's structure and
 parameter names (v1.5 Bottleneck, ``replace_stride_with_dilation``
 semantics). The decoder pieces reproduce the reference repository's
 ``DepthDecoder`` (ModuleList ``decoder.N`` indexing), ``ASPP``, ``ConvBlock``
-and monodepth2's ``PoseDecoder``, written from REFERENCE_SPEC §2.
+and monodepth2's ``PoseDecoder``, written after the reference code.
 Loaded by path from the tests (pytest runs in importlib mode).
 """
 

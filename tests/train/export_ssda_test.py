@@ -75,7 +75,7 @@ class ExportConfigsTest(parameterized.TestCase):
                      builder_lib.config_name(reader))
 
   def test_reference_formats(self):
-    # REFERENCE_SPEC 5.5: raw u16 source in both scales; the reference's
+    # The reference: raw u16 source in both scales; the reference's
     # Cityscapes files are min-max normalised u8.
     src = sde_gta.get_config("export=reference").export
     self.assertEqual((src.encoding, src.normalize), ("u16", False))

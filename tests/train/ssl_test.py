@@ -275,8 +275,9 @@ def _mtl_init(model, batch):
 
 
 class MixedPoseTest(absltest.TestCase):
-  """§10.17: the mixed forward also runs the pose net (config.ssl.
-  mixed_pose); only the pose encoder's BatchNorm statistics change."""
+  """As in the reference's 212, the mixed forward also runs the pose net
+  (config.ssl.mixed_pose); only the pose encoder's BatchNorm statistics
+  change."""
 
   def test_pose_statistics_move_only_with_mixed_pose(self):
     self.assertTrue(ssl_minicity.get_config(
