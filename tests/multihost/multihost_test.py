@@ -177,7 +177,7 @@ class MultiHostTest(absltest.TestCase):
     self.assertTrue(any(moved))
     # The evaluation ran on both processes and process 0 wrote the same
     # mIoU table as the reference.
-    table = "iou_tables/paper_iou_final.md"
+    table = f"eval/segmentation/step_{_STEPS}.md"
     with open(os.path.join(ref, table)) as f, \
          open(os.path.join(run, table)) as g:
       self.assertEqual(f.read(), g.read())
