@@ -189,7 +189,13 @@ class CatalogueTest(absltest.TestCase):
     bad = _cli.tree_digest(os.path.join(workdir, "checkpoints", "6"))
     r = self.main(SDE, NOEVAL, "--workdir=" + workdir)
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
-    self.assertFalse(r.has_traceback)
+    # orbax/tensorstore itself may print the traceback of its failed read of
+    # the truncated file (seen on some runs, depending on which array the
+    # file held); no traceback may come from the project's own code.
+    frames = [l for l in (r.stderr + r.stdout).splitlines()
+              if l.strip().startswith('File "')]
+    self.assertFalse([l for l in frames if os.sep + "sdeseg_jax" + os.sep in l
+                      or os.sep + "configs" + os.sep in l], frames)
     self.assertRegex(r.stderr, r"checkpoint 6 in \S+ is unreadable \(\w+: "
                      r".+\); moved it to \S+checkpoints_corrupt/6")
     self.assertIn("starting at step 3 of 6", r.stderr)
