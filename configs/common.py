@@ -147,6 +147,21 @@ def every(num_steps: mlc.FieldReference, interval: int,
   return derived(num_steps, lambda n: min(interval, max(1, -(-n // parts))))
 
 
+def set_intervals(train: mlc.ConfigDict, *, log: tuple[int, int],
+                  eval_: tuple[int, int],
+                  checkpoint: tuple[int, int]) -> None:
+  """Sets ``train``'s log / eval / image / checkpoint intervals, each
+  ``(interval, parts)`` of :func:`every` on ``train.num_steps``; images
+  follow ``eval_every``. A later ``num_steps`` (runlocal, ``--config.``)
+  moves them all.
+  """
+  n = train.get_ref("num_steps")
+  train.log_every = every(n, *log)
+  train.eval_every = every(n, *eval_)
+  train.image_every = same_as(train.get_ref("eval_every"))
+  train.checkpoint_every = every(n, *checkpoint)
+
+
 def minicity_config(**overrides) -> mlc.ConfigDict:
   """Generation settings of a MiniCity dataset (see sdeseg_jax/data/minicity)."""
   c = mlc.ConfigDict()

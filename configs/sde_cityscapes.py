@@ -159,12 +159,8 @@ def get_config(arg=None):
   config.train = common.train_config(
       num_steps=steps, batch_size=2 if a.stage == 0 and not a.runlocal
       else 4, seed=common.same_as(config.get_ref("seed")))
-  n = config.train.get_ref("num_steps")
-  config.train.log_every = common.every(n, 100, 10)
-  config.train.eval_every = common.every(n, 5000, 2)
-  config.train.image_every = common.same_as(
-      config.train.get_ref("eval_every"))
-  config.train.checkpoint_every = common.every(n, 5000, 2)
+  common.set_intervals(config.train, log=(100, 10), eval_=(5000, 2),
+                       checkpoint=(5000, 2))
   groups = (("imnet_encoder/.*", "frozen"),) if fd else ()
   if a.stage in (0, 1):
     groups = (("encoder/.*", "frozen"),)

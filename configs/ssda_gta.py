@@ -288,15 +288,13 @@ def real_config(arg, *, source_layout: str, source_folder: str,
   train = common.train_config(
       num_steps=steps, batch_size=None, ema_decay=0.99,
       use_ema=r["cdm"] != "none" or r["tdm"])
-  n = train.get_ref("num_steps")
-  train.log_every = common.every(n, 50, 4)
-  train.eval_every = common.every(n, 2500, 1)
-  train.image_every = common.same_as(train.get_ref("eval_every"))
-  train.checkpoint_every = common.every(n, 2500, 2)
+  common.set_intervals(train, log=(50, 4), eval_=(2500, 1),
+                       checkpoint=(2500, 2))
   config = ssda_config(
       row=a.row, target=target, source=source, unlabeled=unlabeled, val=val,
       folders=folders, model=model, train=train,
-      optim=reference_optim(n, mtl), class_subsets=class_subsets,
+      optim=reference_optim(train.get_ref("num_steps"), mtl),
+      class_subsets=class_subsets,
       fs_miou=a.fs_miou, relative_to=relative_to,
       init_checkpoint=(a.sde or "auto") if mtl else "",
       depth_scale=a.depth_scale, seed=a.seed)

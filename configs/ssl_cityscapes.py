@@ -155,12 +155,8 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
       teacher_batch_stats="ema" if a.teacher == "eval" else "own")
   # Everything that depends on the run length follows num_steps (a later
   # runlocal block or --config.train.num_steps=N).
-  n = config.train.get_ref("num_steps")
-  config.train.log_every = common.every(n, 50, 4)
-  config.train.eval_every = common.every(n, 2500, 2)
-  config.train.image_every = common.same_as(
-      config.train.get_ref("eval_every"))
-  config.train.checkpoint_every = common.every(n, 2500, 2)
+  common.set_intervals(config.train, log=(50, 4), eval_=(2500, 2),
+                       checkpoint=(2500, 2))
   # Depth decoder (PAD depth_dec + SA_seg, or a transfer-mode depth
   # decoder) at the paper's 1e-3 instead of the code's 1e-2.
   dlr = ((("pad/depth_dec/.*", 1e-3), ("pad/sa_seg/.*", 1e-3))
@@ -173,7 +169,8 @@ def ssl_sections(config, *, a, labeled, unlabeled, val, val_full,
       # The reference's step at its full length (30k of 40k), scaled up to
       # a whole step when the run is shorter or ref_steps drops the last.
       step_size=common.derived(
-          n, lambda v: max(1, -(-step_size * v // num_steps))), gamma=0.1)
+          config.train.get_ref("num_steps"),
+          lambda v: max(1, -(-step_size * v // num_steps))), gamma=0.1)
   config.eval = common.mlc.ConfigDict()
   config.eval.split = "val"
   config.eval.batch_size = 2

@@ -11,7 +11,7 @@ import contextlib
 import importlib.util
 import os
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import ml_collections as mlc
@@ -75,6 +75,23 @@ def cheap_compiles() -> Iterator[None]:
     yield
   finally:
     jax.config.update("jax_disable_most_optimizations", old)
+
+
+def module_cheap_compiles() -> tuple[Callable[[], None], Callable[[], None]]:
+  """``(setUpModule, tearDownModule)`` that hold :func:`cheap_compiles`
+  over a whole test module::
+
+    setUpModule, tearDownModule = _fixtures.module_cheap_compiles()
+
+  The same caveat applies: only for modules whose assertions allow float
+  rounding differences from the optimised program.
+  """
+  stack = contextlib.ExitStack()
+
+  def set_up() -> None:
+    stack.enter_context(cheap_compiles())
+
+  return set_up, stack.close
 
 
 def generate_minicity(num_train: int, num_val: int, *, width: int = 64,

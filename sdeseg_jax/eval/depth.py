@@ -105,13 +105,8 @@ def resize_disp(disp: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def image_metrics(gt_depth: np.ndarray, pred_depth: np.ndarray, *,
                   median_scaling: bool, min_depth: float = MIN_DEPTH,
                   max_depth: float = MAX_DEPTH) -> dict[str, float] | None:
-  """Errors of one image.
-
-  Args:
-    gt_depth: [H, W] metres, 0 (or out of range) = invalid.
-    pred_depth: [H, W] predicted depth at the same size.
-    median_scaling: rescale the prediction by median(gt)/median(pred).
-    min_depth, max_depth: valid range and clipping bounds.
+  """Errors of one image, over the pixels :func:`valid_pixels` selects
+  (same arguments).
 
   Returns:
     The metric dict (plus ``"scale"``), or None if no pixel is valid.

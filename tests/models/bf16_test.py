@@ -9,7 +9,6 @@ and smoothness losses, softmax and cross-entropy all run in float32. The test
 reads the dtypes off the training step's jaxpr.
 """
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -43,17 +42,9 @@ _LOSS_RTOL = 0.05
 _FP32_OPS = ("exp", "log", "log1p", "reduce_max", "reduce_min", "argmin",
              "argmax", "rsqrt", "sqrt", "gather", "logistic")
 _CACHE = {}
-_CHEAP = contextlib.ExitStack()
-
-
-def setUpModule():
-  # The assertions are tolerances between runs (and dtypes of the jaxpr),
-  # which XLA's optimisation passes do not change.
-  _CHEAP.enter_context(_fixtures.cheap_compiles())
-
-
-def tearDownModule():
-  _CHEAP.close()
+# The assertions are tolerances between runs (and dtypes of the jaxpr),
+# which XLA's optimisation passes do not change.
+setUpModule, tearDownModule = _fixtures.module_cheap_compiles()
 
 
 def _data():

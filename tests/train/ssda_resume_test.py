@@ -4,7 +4,6 @@ mean teacher, PRNG key and step (the other resume test resumes a finished
 run). Row ``cdm_tdm_mgs``: source CE, cross-domain and target-domain
 DepthMix with the teacher, Matching Geometry Sampling."""
 
-import contextlib
 import tempfile
 
 from absl.testing import absltest
@@ -22,17 +21,9 @@ from tests.train import engine_test
 from tests.train import ssda_test
 
 _STEPS = 4
-_CHEAP = contextlib.ExitStack()
-
-
-def setUpModule():
-  # Both runs compile alike, so the bitwise comparison holds without XLA's
-  # optimisation passes (which take most of the compile time on a CPU).
-  _CHEAP.enter_context(_fixtures.cheap_compiles())
-
-
-def tearDownModule():
-  _CHEAP.close()
+# Both runs compile alike, so the bitwise comparison holds without XLA's
+# optimisation passes (which take most of the compile time on a CPU).
+setUpModule, tearDownModule = _fixtures.module_cheap_compiles()
 
 
 def _config():

@@ -2,7 +2,6 @@
 hand-made depths and labels, the evaluation protocols, the multi-stream
 loader and the data-folder errors."""
 
-import contextlib
 import math
 import os
 import sys
@@ -34,18 +33,10 @@ from tests import _fixtures  # noqa: E402
 B, K, H, W = 2, 5, 32, 32
 _ROW = "cdm_tdm_mgs"
 _CACHE = {}
-_CHEAP = contextlib.ExitStack()
-
-
-def setUpModule():
-  # Compiling dominates on a CPU; the assertions (equalities between runs
-  # compiled alike, hand-computed terms at tolerances) hold without XLA's
-  # optimisation passes.
-  _CHEAP.enter_context(_fixtures.cheap_compiles())
-
-
-def tearDownModule():
-  _CHEAP.close()
+# Compiling dominates on a CPU; the assertions (equalities between runs
+# compiled alike, hand-computed terms at tolerances) hold without XLA's
+# optimisation passes.
+setUpModule, tearDownModule = _fixtures.module_cheap_compiles()
 
 
 def _config(row):
