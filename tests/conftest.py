@@ -9,6 +9,11 @@ import tempfile
 # Must happen before jax initialises its backends.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The project's XLA CPU defaults (sdeseg_jax/utils/compiler.py), appended
+# here explicitly so the tests compile as the training runs do.
+from sdeseg_jax.utils import compiler  # noqa: E402
+
+compiler.apply_defaults()
 
 from absl import flags  # noqa: E402
 import jax  # noqa: E402
