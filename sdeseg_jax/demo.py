@@ -361,11 +361,15 @@ def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
       logging.info("demo stage %s", name)
       log(f">> stage {i + 1}/{len(chosen)}: {name} "
           f"({time.time() - t0:.0f} s elapsed)")
+      w0, c0 = time.time(), time.process_time()
       try:
         fn(config, workdir, log)
       except Preempted as e:
         log(f">> {e}")
         return False
+      # Process CPU time: all threads (XLA's, the data loaders').
+      log(f">> stage {name}: {time.time() - w0:.0f} s wall, "
+          f"{time.process_time() - c0:.0f} s CPU")
       if guard.requested:
         log(f">> preempted after stage {name}; rerun the same command to "
             "continue")
