@@ -331,6 +331,23 @@ STAGES: tuple[tuple[str, Callable[..., None]], ...] = (
 )
 
 
+def _use_compilation_cache(workdir: str, log) -> None:
+  """XLA's persistent cache in ``<workdir>/compile_cache``, unless one is
+  set (``JAX_COMPILATION_CACHE_DIR``, e.g. the tests').
+
+  Stages compile the same programs: both SDE stages the same step, the
+  two baselines the same initialisation and evaluation, the report what the
+  stages' evaluations compiled; a rerun (a resumed stage) everything. With
+  the cache each is compiled once.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir:
+    return
+  path = os.path.join(workdir, "compile_cache")
+  jax.config.update("jax_compilation_cache_dir", path)
+  log(f"[demo] XLA compilation cache: {path}")
+
+
 def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
         ) -> bool:
   """Runs every stage of the demo in ``workdir`` (resumable).
@@ -352,6 +369,7 @@ def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
   if unknown:
     raise ValueError(f"unknown demo stages {sorted(unknown)}; known {names}")
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  _use_compilation_cache(workdir, log)
   t0 = time.time()
   chosen = [(n, f) for n, f in STAGES if not stages or n in stages]
   # SIGTERM at any point (also between stages, or while a stage prepares
