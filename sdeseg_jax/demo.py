@@ -283,12 +283,13 @@ def stage_report(config, workdir: str, log) -> None:
   preds = [_val_predictions(config, workdir, key, b) for key in SEG_RUNS]
   color = b["color"][:, task.centre["val"]]
   # Integer upscaling: every tile at least ``tile_width`` pixels wide.
-  scale = -(-config.report.tile_width // color.shape[2])
+  scale = lambda tile: -(-config.report.tile_width // tile.shape[-2])
   caption = ("Predictions (image | " + " | ".join(names.values()) +
              " | ground truth)")
   images[caption] = report.save_png(
       os.path.join(img_dir, "predictions.png"),
-      report.prediction_panels(color, preds, b["label"], n), scale=scale)
+      report.prediction_panels(color, preds, b["label"], n),
+      scale=scale(color[0]))
   # DepthMix examples from one training batch.
   if "source" in streams and "unlabeled" in streams:
     mix_stream = ssda.make_train_stream(sub, streams, sub.data.tfds_dir)
@@ -299,7 +300,7 @@ def stage_report(config, workdir: str, log) -> None:
                         report.mix_panels(
                             ex["target"], ex["source"], ex["cdm"],
                             ex["cdm_mask"], ex["tdm"], ex["tdm_mask"], n),
-                        scale=scale))
+                        scale=scale(ex["target"][0])))
   notes = [f"Every SSDA run: {sub.train.num_steps} steps, "
            f"{sub.data.target.subset.n} labeled target images (the same "
            f"subset), seed {sub.seed}, batch {sub.ssda.batch_target} target "
