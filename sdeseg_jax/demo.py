@@ -282,8 +282,11 @@ def stage_report(config, workdir: str, log) -> None:
   b = toolkit.first_eval_batch(streams["val"], ev, sub.data.tfds_dir)
   preds = [_val_predictions(config, workdir, key, b) for key in SEG_RUNS]
   color = b["color"][:, task.centre["val"]]
-  # Integer upscaling: every tile at least ``tile_width`` pixels wide.
-  scale = lambda tile: -(-config.report.tile_width // tile.shape[-2])
+
+  def scale(tile):
+    """Integer upscaling of a ``[H, W, 3]`` tile to >= tile_width px."""
+    return -(-config.report.tile_width // tile.shape[-2])
+
   caption = ("Predictions (image | " + " | ".join(names.values()) +
              " | ground truth)")
   images[caption] = report.save_png(
