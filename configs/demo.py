@@ -7,16 +7,22 @@ stages also resume from their last checkpoint): generate MiniCity
 (cityscapes layout = target, gta5 layout = source) into ``<workdir>/data/``,
 prepare both as tfds array_record and print statistics, pretrain an SDE on
 each domain (``sde_target``, ``sde_source``), export their pseudo
-disparities (``pseudo_depth/``), train SSDA with CDM + TDM + MGS and the
-multi-task SDE loss (``ssda/``; random labeled subset, no selection),
-evaluate and write ``report.md`` (mIoU table, depth metrics, prediction and
-DepthMix images). Measured: 513 s on a 2-core CPU shared with other jobs
-(load ~5): SDEs ~2 min each, SSDA 300 steps ~3.5 min; target val mIoU ~19.
+disparities (``pseudo_depth/``), train the two baselines the method improves
+on (``target_only``: labeled target CE; ``source_target``: + source CE, the
+``baseline`` row) and SSDA with CDM + TDM + MGS and the multi-task SDE loss
+(``ssda/``; random labeled subset, no selection), all three with the same
+data, labeled subset, seed, batch sizes and step count, then evaluate and
+write ``report.md``: the three runs side by side (mIoU, per-class IoU and
+the method's differences to each baseline), the target SDE's depth metrics
+and error budget (class / distance / row band), prediction and DepthMix
+panels (tiles at least ``report.tile_width`` px wide). Measured time and
+results: ``docs/benchmarks.md`` (first table, the demo row).
 
 ``--config=configs/demo.py:tiny`` (or ``runlocal``, the same) shrinks
 everything (CI runs it end to end); other arguments: ``sde_steps``,
-``ssda_steps``, ``row`` (a row of ``configs/ssda_gta.py:ROWS``), ``seed``
-(of every training run).
+``ssda_steps`` (every SSDA run), ``row`` (the method's row of
+``configs/ssda_gta.py:ROWS``; the baselines stay), ``seed`` (of every
+training run).
 """
 
 from configs import common
@@ -29,6 +35,10 @@ VARIANTS = ("tiny", "tiny,row=cdm_tdm_mgs", "runlocal")
 # SDEs and the SSDA net so that the SDE weights initialise the latter.
 ENCODER_DEPTH = 10
 WIDTH = 16
+
+# The baselines the full method is compared with: demo stage (and config
+# key) -> row of ``configs/ssda_gta.py:ROWS``.
+BASELINES = {"target_only": "target_only", "source_target": "baseline"}
 
 
 def sde_config(train_stream, val_stream, *, steps: int, lr: float,
@@ -59,6 +69,20 @@ def sde_config(train_stream, val_stream, *, steps: int, lr: float,
   config.export.encoding = "u16"
   config.export.normalize = False
   return config
+
+
+def ssda_run(row: str, *, n_labeled: int, steps: int, height: int,
+             width: int, n_val: int, seed: int) -> common.mlc.ConfigDict:
+  """An SSDA run of ``configs/ssda_minicity.py`` at the demo's size."""
+  c = ssda_minicity.get_config(
+      f"row={row},n={n_labeled},steps={steps},height={height},"
+      f"width={width},crop={height},val_count={n_val},seed={seed}")
+  c.ssda.batch_target = 4
+  c.ssda.batch_source = 4
+  c.ssda.batch_unlabeled = 4
+  c.train.checkpoint_every = max(1, steps // 2)
+  c.train.log_every = max(1, steps // 10)
+  return c
 
 
 def get_config(arg=None):
@@ -119,16 +143,15 @@ def get_config(arg=None):
   config.sde_source = sde_config(source_sde, source_seg, steps=sde_steps,
                                  lr=3e-4, batch_size=bs, eval_split="",
                                  seed=a.seed)
-  # SSDA on the two MiniCity domains (data_root = the demo workdir).
+  # SSDA on the two MiniCity domains (data_root = the demo workdir): the
+  # full method (``row``) and the two baselines it improves on, the same
+  # data, labeled subset, seed, batch sizes and step count.
   n_labeled = 2 if a.tiny else 8
-  config.ssda = ssda_minicity.get_config(
-      f"row={a.row},n={n_labeled},steps={ssda_steps},height={height},"
-      f"width={width},crop={height},val_count={n_val},seed={a.seed}")
-  config.ssda.ssda.batch_target = 4
-  config.ssda.ssda.batch_source = 4
-  config.ssda.ssda.batch_unlabeled = 4
-  config.ssda.train.checkpoint_every = max(1, ssda_steps // 2)
-  config.ssda.train.log_every = max(1, ssda_steps // 10)
+  runs = dict(ssda=a.row, **BASELINES)
+  for key, row in runs.items():
+    config[key] = ssda_run(row, n_labeled=n_labeled, steps=ssda_steps,
+                           height=height, width=width, n_val=n_val,
+                           seed=a.seed)
   if a.tiny:
     # CI size: the SDE loss at scale 0 only (a much smaller graph to
     # compile; the full demo keeps the reference's 4 scales).
@@ -136,4 +159,7 @@ def get_config(arg=None):
       c.loss.scales = (0,)
   config.report = common.mlc.ConfigDict()
   config.report.num_images = 2 if a.tiny else 4
+  # Nearest-neighbour upscaling of the report's panels: every tile at least
+  # this many pixels wide.
+  config.report.tile_width = 256
   return config

@@ -20,11 +20,16 @@ the same workdir continues that stage.
    SDE is evaluated against MiniCity's rendered depth.
 4. ``export_target`` / ``export_source``: their pseudo disparities of every
    segmentation image (``<workdir>/pseudo_depth/{target,source}``).
-5. ``ssda``: semi-supervised domain adaptation (``mode=ssda`` in
-   ``<workdir>/ssda``; CDM + TDM + MGS + multi-task for the default row),
-   initialised from the target SDE, evaluated on the target val split.
-6. ``report``: ``<workdir>/report.md`` with the mIoU table, the depth
-   metrics and prediction / DepthMix images.
+5. ``target_only`` / ``source_target`` / ``ssda``: SSDA runs
+   (``mode=ssda`` in ``<workdir>/<stage>``, one stage factory): the two
+   baselines (labeled target CE; + source CE) and the method
+   (CDM + TDM + MGS + multi-task for the default row, initialised from the
+   target SDE), the same data, seed and step count, each evaluated on the
+   target val split.
+6. ``report``: ``<workdir>/report.md`` with the three runs side by side
+   (mIoU, per-class IoU, the method's differences to each baseline), the
+   target SDE's depth metrics and error budget, and prediction / DepthMix
+   panels.
 """
 
 from __future__ import annotations
@@ -170,30 +175,42 @@ def _make_export_stage(role: str):
   return stage
 
 
-def ssda_config(config, workdir: str):
-  """The SSDA stage's config with ``data_root`` = the demo workdir."""
-  c = mlc.ConfigDict(config.ssda.to_dict())
+def ssda_config(config, workdir: str, name: str = "ssda"):
+  """The config of SSDA stage ``name`` (``config[name]``, a ``configs/
+  ssda_minicity.py`` config) with ``data_root`` = the demo workdir."""
+  c = mlc.ConfigDict(config[name].to_dict())
   c.data_root = workdir
   c.data.tfds_dir = os.path.join(workdir, "tfds")
   return c
 
 
-def stage_ssda(config, workdir: str, log) -> None:
-  from sdeseg_jax.train import ssda  # pylint: disable=g-import-not-at-top
-  if _skipped(workdir, "ssda", log):
-    return
-  sub = ssda_config(config, workdir)
-  log(f"[ssda] row {sub.ssda.row}: {sub.train.num_steps} steps -> "
-      f"{os.path.join(workdir, 'ssda')}")
-  result = ssda.run(sub, os.path.join(workdir, "ssda"))
-  _check_finished("ssda", result["step"], sub.train.num_steps)
-  log(f"[ssda] target val mIoU {result['miou']:.1f} (teacher "
-      f"{result['miou_teacher']:.1f})")
-  _mark(workdir, "ssda", result)
+def _make_ssda_stage(name: str):
+  """The stage training ``config[name]`` (an SSDA row) in
+  ``<workdir>/<name>``, evaluated on the target val split."""
+  def stage(config, workdir: str, log) -> None:
+    from sdeseg_jax.train import ssda  # pylint: disable=g-import-not-at-top
+    if _skipped(workdir, name, log):
+      return
+    sub = ssda_config(config, workdir, name)
+    log(f"[{name}] row {sub.ssda.row}: {sub.train.num_steps} steps -> "
+        f"{os.path.join(workdir, name)}")
+    result = ssda.run(sub, os.path.join(workdir, name))
+    _check_finished(name, result["step"], sub.train.num_steps)
+    teacher = (f" (teacher {result['miou_teacher']:.1f})"
+               if "miou_teacher" in result else "")
+    log(f"[{name}] target val mIoU {result['miou']:.1f}{teacher}")
+    _mark(workdir, name, result)
+  return stage
 
 
-def _target_depth_metrics(config, workdir: str) -> dict[str, float]:
-  """Depth metrics of the target SDE on the val split (rendered depth)."""
+# The SSDA stages, in the report's order: the baselines, then the method.
+SEG_RUNS = {"target_only": "target only", "source_target": "source + target",
+            "ssda": "SSDA {row}"}
+
+
+def _target_depth(config, workdir: str):
+  """The target SDE on the val split (rendered depth): its depth metrics
+  and error budget (``eval.depth.DepthAccumulator``)."""
   # pylint: disable=g-import-not-at-top
   import jax
   from sdeseg_jax.train import checkpoint as ckpt_lib
@@ -209,16 +226,34 @@ def _target_depth_metrics(config, workdir: str) -> dict[str, float]:
       sharding_lib.replicated(mesh))
   (evaluator,) = sde.make_evaluators(task, sub, mesh, sub.data.val,
                                      sub.data.tfds_dir, workdir="")
-  return evaluator.metrics(variables)
+  return evaluator.accumulate(variables)
+
+
+def _val_predictions(config, workdir: str, name: str, batch):
+  """Train-id predictions ``[B, H, W]`` of the final student of SSDA stage
+  ``name`` on a val batch."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from sdeseg_jax.train import checkpoint as ckpt_lib
+  from sdeseg_jax.train import ssda
+  # pylint: enable=g-import-not-at-top
+  task = ssda.SSDATask(ssda_config(config, workdir, name))
+  v = ckpt_lib.load_variables(os.path.join(workdir, name))
+  return np.asarray(jax.jit(
+      lambda v, c: jax.numpy.argmax(task.predict(v, {"color": c})["logits"],
+                                    -1))(
+          {"params": v["params"], "batch_stats": v["batch_stats"]},
+          batch["color"]))
 
 
 def stage_report(config, workdir: str, log) -> None:
-  """mIoU table, target depth metrics and example images -> report.md."""
+  """The method beside its baselines (mIoU, per-class IoU, differences),
+  the target SDE's depth metrics and error budget, example images ->
+  report.md."""
   # pylint: disable=g-import-not-at-top
-  import jax
   from sdeseg_jax import report
+  from sdeseg_jax.eval import depth as depth_eval
   from sdeseg_jax.eval import evaluators as evaluators_lib
-  from sdeseg_jax.train import checkpoint as ckpt_lib
   from sdeseg_jax.train import ssda
   from sdeseg_jax.train import toolkit
   # pylint: enable=g-import-not-at-top
@@ -226,27 +261,38 @@ def stage_report(config, workdir: str, log) -> None:
     log(f"[report] done, see {os.path.join(workdir, 'report.md')}")
     return
   sub = ssda_config(config, workdir)
-  seg_rec = evaluators_lib.read_latest(os.path.join(workdir, "ssda"),
-                                      ssda.EVALUATOR)
-  depth = {"target SDE": _target_depth_metrics(config, workdir)}
+  names = {key: label.format(row=sub.ssda.row)
+           for key, label in SEG_RUNS.items()}
+  seg = {names[key]: evaluators_lib.read_latest(os.path.join(workdir, key),
+                                                ssda.EVALUATOR)
+         for key in SEG_RUNS}
+  acc = _target_depth(config, workdir)
+  depth = {"target SDE": acc.result()}
+  budget = depth_eval.format_breakdown(
+      acc.breakdown.result(),
+      "Target SDE: error budget (median-scaled, pooled over pixels)")
   img_dir = os.path.join(workdir, "report_images")
   images = {}
-  # Predictions of the final SSDA student on target val images.
+  # Predictions of each run's final student on target val images.
   task = ssda.SSDATask(sub)
   streams = ssda.resolve_streams(sub)
-  v = ckpt_lib.load_variables(os.path.join(workdir, "ssda"))
   n = config.report.num_images
   ev = mlc.ConfigDict(sub.to_dict())
   ev.eval.update(split="val", batch_size=n)
   b = toolkit.first_eval_batch(streams["val"], ev, sub.data.tfds_dir)
-  pred = np.asarray(jax.jit(
-      lambda v, c: jax.numpy.argmax(task.predict(v, {"color": c})["logits"],
-                                    -1))(
-          {"params": v["params"], "batch_stats": v["batch_stats"]},
-          b["color"]))
-  images["Predictions (image | student | ground truth)"] = report.save_png(
-      os.path.join(img_dir, "predictions.png"), report.prediction_panels(
-          b["color"][:, task.centre["val"]], pred, b["label"], n))
+  preds = [_val_predictions(config, workdir, key, b) for key in SEG_RUNS]
+  color = b["color"][:, task.centre["val"]]
+
+  def scale(tile):
+    """Integer upscaling of a ``[H, W, 3]`` tile to >= tile_width px."""
+    return -(-config.report.tile_width // tile.shape[-2])
+
+  caption = ("Predictions (image | " + " | ".join(names.values()) +
+             " | ground truth)")
+  images[caption] = report.save_png(
+      os.path.join(img_dir, "predictions.png"),
+      report.prediction_panels(color, preds, b["label"], n),
+      scale=scale(color[0]))
   # DepthMix examples from one training batch.
   if "source" in streams and "unlabeled" in streams:
     mix_stream = ssda.make_train_stream(sub, streams, sub.data.tfds_dir)
@@ -256,18 +302,25 @@ def stage_report(config, workdir: str, log) -> None:
         report.save_png(os.path.join(img_dir, "depthmix.png"),
                         report.mix_panels(
                             ex["target"], ex["source"], ex["cdm"],
-                            ex["cdm_mask"], ex["tdm"], ex["tdm_mask"], n)))
-  notes = [f"SSDA row {sub.ssda.row}, {sub.train.num_steps} steps, "
-           f"{sub.data.target.subset.n} labeled target images, depth scale "
-           f"{sub.ssda.depth_scale}",
+                            ex["cdm_mask"], ex["tdm"], ex["tdm_mask"], n),
+                        scale=scale(ex["target"][0])))
+  notes = [f"Every SSDA run: {sub.train.num_steps} steps, "
+           f"{sub.data.target.subset.n} labeled target images (the same "
+           f"subset), seed {sub.seed}, batch {sub.ssda.batch_target} target "
+           f"+ {sub.ssda.batch_source} source (+ {sub.ssda.batch_unlabeled} "
+           "unlabeled target for the mixes); one evaluation at the end",
+           f"SSDA row {sub.ssda.row}: depth scale {sub.ssda.depth_scale}, "
+           "initialised from the target SDE; the baselines from scratch",
            f"SDE: {config.sde_target.train.num_steps} steps per domain"]
+  baselines = [names[k] for k in SEG_RUNS if k != "ssda"]
   text = report.write_report(
-      workdir, title="sdeseg_jax demo: SSDA on MiniCity",
-      seg={f"SSDA {sub.ssda.row}": seg_rec}, depth=depth, images=images,
+      workdir, title="sdeseg_jax demo: SSDA on MiniCity", seg=seg,
+      baselines=baselines, depth=depth, depth_budget=budget, images=images,
       notes=notes)
   log(text)
-  _mark(workdir, "report", {"miou": seg_rec["miou"],
-                            "abs_rel": depth["target SDE"].get("abs_rel")})
+  _mark(workdir, "report", {
+      "miou": {name: rec["miou"] for name, rec in seg.items()},
+      "abs_rel": depth["target SDE"].get("abs_rel")})
 
 
 STAGES: tuple[tuple[str, Callable[..., None]], ...] = (
@@ -277,9 +330,26 @@ STAGES: tuple[tuple[str, Callable[..., None]], ...] = (
     ("sde_source", _make_sde_stage("source")),
     ("export_target", _make_export_stage("target")),
     ("export_source", _make_export_stage("source")),
-    ("ssda", stage_ssda),
+    *((name, _make_ssda_stage(name)) for name in SEG_RUNS),
     ("report", stage_report),
 )
+
+
+def _use_compilation_cache(workdir: str, log) -> None:
+  """XLA's persistent cache in ``<workdir>/compile_cache``, unless one is
+  set (``JAX_COMPILATION_CACHE_DIR``, e.g. the tests').
+
+  Stages compile the same programs: both SDE stages the same step, the
+  two baselines the same initialisation and evaluation, the report what the
+  stages' evaluations compiled; a rerun (a resumed stage) everything. With
+  the cache each is compiled once.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir:
+    return
+  path = os.path.join(workdir, "compile_cache")
+  jax.config.update("jax_compilation_cache_dir", path)
+  log(f"[demo] XLA compilation cache: {path}")
 
 
 def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
@@ -303,6 +373,7 @@ def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
   if unknown:
     raise ValueError(f"unknown demo stages {sorted(unknown)}; known {names}")
   from sdeseg_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  _use_compilation_cache(workdir, log)
   t0 = time.time()
   chosen = [(n, f) for n, f in STAGES if not stages or n in stages]
   # SIGTERM at any point (also between stages, or while a stage prepares
@@ -312,11 +383,15 @@ def run(config, workdir: str, log=print, stages: tuple[str, ...] = ()
       logging.info("demo stage %s", name)
       log(f">> stage {i + 1}/{len(chosen)}: {name} "
           f"({time.time() - t0:.0f} s elapsed)")
+      w0, c0 = time.time(), time.process_time()
       try:
         fn(config, workdir, log)
       except Preempted as e:
         log(f">> {e}")
         return False
+      # Process CPU time: all threads (XLA's, the data loaders').
+      log(f">> stage {name}: {time.time() - w0:.0f} s wall, "
+          f"{time.process_time() - c0:.0f} s CPU")
       if guard.requested:
         log(f">> preempted after stage {name}; rerun the same command to "
             "continue")

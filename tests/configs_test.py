@@ -61,9 +61,10 @@ def _build(path, variant):
 
 
 def _training_configs(config):
-  """The configs of ``config`` that train a state (the demo has three)."""
+  """The configs of ``config`` that train a state (the demo has five)."""
   if config.mode == "demo":
-    return [config.sde_target, config.sde_source, config.ssda]
+    return [config.sde_target, config.sde_source, config.target_only,
+            config.source_target, config.ssda]
   if config.mode in _TASKS:
     return [config]
   return []
