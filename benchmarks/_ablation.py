@@ -329,6 +329,11 @@ def run_table(store: RunStore, rows: Sequence[str], seeds: Sequence[int],
 # -- report ------------------------------------------------------------------
 
 
+def _num(x: float) -> float | None:
+  """``x``, or None for NaN (the JSON line stays standard JSON)."""
+  return None if np.isnan(x) else float(x)
+
+
 def _ci(p: Paired) -> str:
   if p.n < 2:
     return "-"
@@ -344,7 +349,9 @@ def report(store: RunStore, rows: Sequence[str], baseline: str,
   Per row: seeds, mean +- std (sample std) of ``key``, the mean paired
   difference to ``baseline`` and its ``level`` t interval over seeds; then
   per ordering the paper's difference, the paired difference here with
-  its interval, and ``verdict``.
+  its interval, and ``verdict``. Rows or orderings without runs are left
+  out; in the returned dict a missing figure (one seed: no std, no
+  interval) is None.
   """
   import _report  # pylint: disable=g-import-not-at-top
   base = store.values(baseline, key)
@@ -357,9 +364,10 @@ def report(store: RunStore, rows: Sequence[str], baseline: str,
     std = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
     p = paired_diff(v, base, level)
     table[r] = {"seeds": sorted(v), "runs": [v[s] for s in sorted(v)],
-                "mean": float(x.mean()), "std": std,
-                "delta": p.mean, "delta_ci": [p.lo, p.hi]}
-    cells.append((r, str(len(x)), f"{x.mean():6.2f} +- {std:5.2f}",
+                "mean": float(x.mean()), "std": _num(std),
+                "delta": _num(p.mean), "delta_ci": [_num(p.lo), _num(p.hi)]}
+    sd = f"{std:5.2f}" if len(x) > 1 else "    -"
+    cells.append((r, str(len(x)), f"{x.mean():6.2f} +- {sd}",
                   "" if r == baseline else f"{p.mean:+.2f}",
                   "" if r == baseline else _ci(p)))
   pct = f"{100 * level:g}%"
@@ -375,8 +383,8 @@ def report(store: RunStore, rows: Sequence[str], baseline: str,
     p = paired_diff(store.values(o.hi, key), store.values(o.lo, key), level)
     v = verdict(p)
     checks.append({"hi": o.hi, "lo": o.lo, "paper_delta": o.paper_delta,
-                   "source": o.source, "n": p.n, "delta": p.mean,
-                   "ci": [p.lo, p.hi], "verdict": v})
+                   "source": o.source, "n": p.n, "delta": _num(p.mean),
+                   "ci": [_num(p.lo), _num(p.hi)], "verdict": v})
     paper = ("   n/a" if o.paper_delta is None
              else f"{o.paper_delta:+6.2f}")
     log(f"  {o.hi + ' > ' + o.lo:32s} paper {paper} "

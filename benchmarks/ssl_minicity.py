@@ -73,8 +73,8 @@ REGIMES = {
                    seeds="0,1,2", steps=150, labels=6, sequences=24,
                    height=64, width=128, crop=64, lr=0.02, model_width=16,
                    sde_steps=0),
-    "paired": dict(rows=",".join(ROWS), seeds="0,1,2,3,4", steps=200,
-                   labels=8, sequences=32, height=64, width=128, crop=64,
+    "paired": dict(rows=",".join(ROWS), seeds="0,1,2,3,4", steps=300,
+                   labels=8, sequences=48, height=64, width=128, crop=64,
                    lr=0.02, model_width=16, sde_steps=1500),
 }
 

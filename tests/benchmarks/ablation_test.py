@@ -196,7 +196,14 @@ class StoreTest(absltest.TestCase):
     self.assertEqual([c["verdict"] for c in res["orderings"]],
                      ["holds", "does not hold (reversed)"])
     self.assertAlmostEqual(res["rows"]["mix"]["delta"], 1.6)
-    json.dumps(res)  # the JSON line can carry it
+    # The JSON line is standard JSON: a one-seed row has None, not NaN.
+    store.put("one", 0, {"miou": 3.0, "seconds": 1, "pairing": {}})
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+      res = _ablation.report(store, ["base", "one"], "base", [])
+    self.assertIn("  3.00 +-     -", out.getvalue())
+    self.assertEqual((res["rows"]["one"]["std"],
+                      res["rows"]["one"]["delta_ci"]), (None, [None, None]))
+    json.loads(json.dumps(res, allow_nan=False))
 
 
 if __name__ == "__main__":
