@@ -1,4 +1,4 @@
-"""Paired ablation tables, shared by ``ssl_minicity.py`` and ``ssda_minicity.py``.
+"""Paired ablation tables, shared by ssl_minicity.py and ssda_minicity.py.
 
 A table is rows x seeds of training runs. Within a seed every row sees the
 same labeled subset and the same random initial weights for the parameters

@@ -208,3 +208,39 @@ class StoreTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class RegimeTest(absltest.TestCase):
+  """The two benchmarks' regimes (no training)."""
+
+  def test_legacy_keeps_the_documented_settings_and_flags_override(self):
+    import ssda_minicity  # pylint: disable=g-import-not-at-top
+    import ssl_minicity  # pylint: disable=g-import-not-at-top
+    a = ssl_minicity.parse_args(["--regime=legacy"])
+    self.assertEqual(
+        (a.rows, a.seeds, a.steps, a.labels, a.sequences, a.crop, a.lr,
+         a.sde_steps),
+        ("baseline,pseudo,classmix,depthmix,mtl_depthmix", "0,1,2", 150, 6,
+         24, 64, 0.02, 0))
+    a = ssl_minicity.parse_args(["--steps=500"])
+    self.assertEqual((a.regime, a.steps, a.rows.split(",")),
+                     ("paired", 500, list(ssl_minicity.ROWS)))
+    self.assertLen(a.seeds.split(","), 5)
+    a = ssda_minicity.parse_args(["--regime=legacy"])
+    self.assertEqual((a.steps, a.n, a.batch, a.seeds), (100, 8, 4, "0,1,2"))
+    a = ssda_minicity.parse_args([])
+    self.assertIn("dacs", a.rows.split(","))
+    self.assertLen(a.seeds.split(","), 5)
+
+  def test_orderings_name_rows_of_the_configs(self):
+    import ssda_minicity  # pylint: disable=g-import-not-at-top
+    import ssl_minicity  # pylint: disable=g-import-not-at-top
+    from configs import ssda_gta  # pylint: disable=g-import-not-at-top
+    from configs import ssl_cityscapes  # pylint: disable=g-import-not-at-top
+    for bench, rows in ((ssl_minicity, ssl_cityscapes.ROWS),
+                        (ssda_minicity, tuple(ssda_gta.ROWS))):
+      for o in bench.PAPER_ORDERINGS:
+        self.assertIn(o.hi, rows)
+        self.assertIn(o.lo, rows)
+      for r in bench.REGIMES["paired"]["rows"].split(","):
+        self.assertIn(r, rows)
