@@ -159,7 +159,9 @@ def main(argv=None) -> int:
   def train(row, seed):
     workdir = os.path.join(root, f"{row}_seed{seed}")
     res = ssda.run(config_of(row, seed), workdir)
-    return {"miou": res["miou"], "miou_teacher": res["miou_teacher"],
+    # Rows without a mean teacher (target_only, baseline) have no teacher
+    # mIoU.
+    return {"miou": res["miou"], "miou_teacher": res.get("miou_teacher"),
             "sec_per_step": round(_ablation.step_seconds(workdir), 4)}
 
   _ablation.run_table(store, rows, seeds, pairing=pairing, train=train)
