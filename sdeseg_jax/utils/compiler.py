@@ -2,10 +2,9 @@
 
 XLA:CPU in jaxlib 0.10 hands convolutions (and the elementwise ops around
 them) to YNNPACK fusions by default. For this project's networks XLA's own
-convolution emitter is faster: on one core the SDE step (ResNet-101 OS16 +
-depth decoder + pose net, batch 2, 128x256) takes 8.5 s instead of 11.6 s
-with the YNNPACK fusions off (docs/benchmarks.md, "Speed on CPU"). So the
-project turns them off by appending
+convolution emitter is faster on the SDE and SSL training steps (figures in
+docs/benchmarks.md, "Speed on CPU"), so the project turns the fusions off
+by appending
 
   --xla_cpu_experimental_ynn_fusion_type=
 
